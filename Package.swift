@@ -1,0 +1,46 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "gitfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gitfs", targets: ["gitfs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C bindings: one system-library target per C library; all C lives here.
+        .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
+        .target(name: "GitStore", dependencies: ["CGit2", .product(name: "Logging", package: "swift-log")]),
+        // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
+        .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")]),
+        // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.
+        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")]),
+        // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
+        .target(name: "FuseServer", dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")]),
+        // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
+        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")]),
+        // CLI: argument parsing only; calls the libraries.
+        .target(name: "GitfsCommands", dependencies: [
+            "GitStore", "ContentCache", "Resolver", "GitFS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "gitfs", dependencies: ["GitfsCommands"]),
+
+        // Tests
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "GitStoreTests", dependencies: ["GitStore", "TestSupport"]),
+        .testTarget(name: "ContentCacheTests", dependencies: ["ContentCache", "GitStore", "TestSupport"]),
+        .testTarget(name: "FuseServerTests", dependencies: ["FuseServer", "TestSupport"]),
+        .testTarget(name: "GitFSTests", dependencies: ["GitFS", "Resolver", "GitStore", "ContentCache", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

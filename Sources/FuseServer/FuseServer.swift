@@ -1,0 +1,2 @@
+import CFuse
+enum FuseServerPlaceholder { static func v() -> Int32 { fuse_version() } }

@@ -1,0 +1,3 @@
+import Resolver
+import FuseServer
+enum GitFSPlaceholder {}

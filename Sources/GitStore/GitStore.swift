@@ -1,0 +1,3 @@
+import CGit2
+/// Placeholder.
+enum GitStorePlaceholder { static func v() -> Int32 { git_libgit2_init() } }

@@ -1,0 +1,3 @@
+import GitStore
+import ContentCache
+enum ResolverPlaceholder {}

@@ -1,0 +1,3 @@
+import GitfsCommands
+
+Gitfs.runMain()

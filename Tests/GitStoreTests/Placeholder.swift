@@ -1,0 +1,2 @@
+import Testing
+@Test func placeholderGitStoreTests() { #expect(Bool(true)) }

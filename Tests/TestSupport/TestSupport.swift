@@ -1,0 +1,3 @@
+import Foundation
+/// Shared helpers for the test targets.
+public enum TestSupportPlaceholder {}
