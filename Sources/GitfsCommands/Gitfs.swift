@@ -9,6 +9,7 @@ public struct Gitfs: ParsableCommand {
         abstract: "A read-only FUSE filesystem of git repositories: every branch, tag and commit as a directory.",
         subcommands: [
             Clone.self, Fetch.self, List.self, Remove.self, Ls.self, Cat.self,
+            Mount.self, Unmount.self, Stats.self, Prefetch.self, Gc.self, Verify.self,
         ]
     )
 
