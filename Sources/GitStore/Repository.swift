@@ -1,0 +1,390 @@
+import CGit2
+import Foundation
+import Synchronization
+
+/// One libgit2 repository handle with its object database. Used by one thread at a time (the pool hands
+/// it out exclusively), hence `@unchecked Sendable`.
+struct GitHandle: @unchecked Sendable {
+    let repo: OpaquePointer
+    let odb: OpaquePointer
+
+    /// `git_repository_open_bare` + `git_repository_odb`.
+    static func open(path: String, name: String) throws(GitStoreError) -> GitHandle {
+        LibGit2.ensureInitialized()
+        var repo: OpaquePointer?
+        let rc = git_repository_open_bare(&repo, path)
+        guard rc == 0, let repo else {
+            let msg = GitStoreError.lastGitMessage(rc)
+            throw GitStoreError(rc == GIT_ENOTFOUND.rawValue ? .notFound : .corrupt,
+                                "cannot open repository '\(name)' at \(path): \(msg)")
+        }
+        var odb: OpaquePointer?
+        let rc2 = git_repository_odb(&odb, repo)
+        guard rc2 == 0, let odb else {
+            let msg = GitStoreError.lastGitMessage(rc2)
+            git_repository_free(repo)
+            throw GitStoreError(.corrupt, "cannot open the object database of '\(name)' at \(path): \(msg)")
+        }
+        return GitHandle(repo: repo, odb: odb)
+    }
+
+    /// `git_odb_free` + `git_repository_free`.
+    func close() {
+        git_odb_free(odb)
+        git_repository_free(repo)
+    }
+}
+
+/// An open mirror. Thread-safe: every method may be called from many threads at once. Object reads use
+/// a pool of libgit2 handles — one per concurrent caller, created on demand, reused, at most `maxIdle`
+/// kept when idle — so reads do not serialize behind one `git_odb` mutex. Never blocks waiting for a
+/// handle. Objects written by a later fetch (even by another process) become visible: libgit2 rescans
+/// packs when an object is missing, and refs are read from disk on every call.
+public final class Repository: Sendable {
+    public let name: String
+    public let path: String
+    private let pool: Mutex<[GitHandle]>
+    private let maxIdle: Int
+
+    /// Opens the bare repository at `path` (one handle now, to fail early).
+    init(name: String, path: String, maxIdle: Int = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)) throws(GitStoreError) {
+        self.name = name
+        self.path = path
+        self.maxIdle = maxIdle
+        let first = try GitHandle.open(path: path, name: name)
+        pool = Mutex([first])
+    }
+
+    deinit {
+        pool.withLock { handles in
+            for h in handles { h.close() }
+            handles.removeAll()
+        }
+    }
+
+    /// Number of idle handles kept right now (for tests and stats).
+    public var idleHandles: Int { pool.withLock { $0.count } }
+
+    private func acquire() throws(GitStoreError) -> GitHandle {
+        if let h = pool.withLock({ $0.popLast() }) { return h }
+        return try GitHandle.open(path: path, name: name)
+    }
+
+    private func release(_ h: GitHandle) {
+        let kept = pool.withLock { handles -> Bool in
+            guard handles.count < maxIdle else { return false }
+            handles.append(h)
+            return true
+        }
+        if !kept { h.close() }
+    }
+
+    private func withHandle<R>(_ body: (GitHandle) throws(GitStoreError) -> R) throws(GitStoreError) -> R {
+        let h = try acquire()
+        defer { release(h) }
+        return try body(h)
+    }
+
+    // MARK: refs
+
+    /// Branches, tags (peeled to commits; tags of non-commits are left out) and the default branch, read
+    /// fresh from disk on every call (`git_reference_iterator_new`, `git_reference_peel`), so a fetch by
+    /// another process shows at once.
+    public func refs() throws(GitStoreError) -> RefSnapshot {
+        try withHandle { h throws(GitStoreError) in
+            var it: OpaquePointer?
+            let rc = git_reference_iterator_new(&it, h.repo)
+            guard rc == 0, let it else {
+                throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(rc))")
+            }
+            defer { git_reference_iterator_free(it) }
+            var branches: [Ref] = []
+            var tags: [Ref] = []
+            while true {
+                var ref: OpaquePointer?
+                let r = git_reference_next(&ref, it)
+                if r == GIT_ITEROVER.rawValue { break }
+                guard r == 0, let ref else {
+                    throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(r))")
+                }
+                defer { git_reference_free(ref) }
+                let full = String(cString: git_reference_name(ref))
+                let isBranch = full.hasPrefix("refs/heads/")
+                let isTag = full.hasPrefix("refs/tags/")
+                guard isBranch || isTag else { continue }
+                var obj: OpaquePointer?
+                guard git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0, let obj else { continue }
+                let id = ObjectID(git_object_id(obj))
+                git_object_free(obj)
+                if isBranch {
+                    branches.append(Ref(name: String(full.dropFirst("refs/heads/".count)), target: id))
+                } else {
+                    tags.append(Ref(name: String(full.dropFirst("refs/tags/".count)), target: id))
+                }
+            }
+            branches.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+            tags.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+            var defaultBranch: String?
+            var head: OpaquePointer?
+            if git_reference_lookup(&head, h.repo, "HEAD") == 0, let head {
+                if let t = git_reference_symbolic_target(head) {
+                    let target = String(cString: t)
+                    if target.hasPrefix("refs/heads/") {
+                        let b = String(target.dropFirst("refs/heads/".count))
+                        if branches.contains(where: { $0.name == b }) { defaultBranch = b }
+                    }
+                }
+                git_reference_free(head)
+            }
+            return RefSnapshot(branches: branches, tags: tags, defaultBranch: defaultBranch)
+        }
+    }
+
+    /// Every ref under refs/ with its direct (unpeeled) target; symbolic refs are left out.
+    func rawRefs() throws(GitStoreError) -> [String: ObjectID] {
+        try withHandle { h throws(GitStoreError) in try Repository.rawRefs(h.repo, name: name) }
+    }
+
+    static func rawRefs(_ repo: OpaquePointer, name: String) throws(GitStoreError) -> [String: ObjectID] {
+        var it: OpaquePointer?
+        let rc = git_reference_iterator_new(&it, repo)
+        guard rc == 0, let it else {
+            throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(rc))")
+        }
+        defer { git_reference_iterator_free(it) }
+        var out: [String: ObjectID] = [:]
+        while true {
+            var ref: OpaquePointer?
+            let r = git_reference_next(&ref, it)
+            if r == GIT_ITEROVER.rawValue { break }
+            guard r == 0, let ref else {
+                throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(r))")
+            }
+            if let t = git_reference_target(ref) {
+                out[String(cString: git_reference_name(ref))] = ObjectID(t)
+            }
+            git_reference_free(ref)
+        }
+        return out
+    }
+
+    // MARK: revisions and objects
+
+    /// The commit a revision names: a branch, tag, full or abbreviated id, `REV~N`, anything
+    /// `git_revparse_single` takes; peeled to a commit (`git_object_peel`).
+    public func resolve(_ rev: String) throws(GitStoreError) -> ObjectID {
+        try withHandle { h throws(GitStoreError) in
+            var obj: OpaquePointer?
+            let rc = rev.isEmpty ? GIT_ENOTFOUND.rawValue : git_revparse_single(&obj, h.repo, rev)
+            guard rc == 0, let obj else {
+                if rc == GIT_EAMBIGUOUS.rawValue {
+                    throw GitStoreError(.notFound, "revision '\(rev)' is ambiguous in repository '\(name)'; give more of the id or a full ref name")
+                }
+                throw GitStoreError(.notFound, "revision '\(rev)' not found in repository '\(name)'; see its branches and tags with 'gitfs ls' or fetch it with 'gitfs fetch \(name)'")
+            }
+            defer { git_object_free(obj) }
+            var commit: OpaquePointer?
+            guard git_object_peel(&commit, obj, GIT_OBJECT_COMMIT) == 0, let commit else {
+                throw GitStoreError(.wrongType, "revision '\(rev)' of repository '\(name)' does not name a commit")
+            }
+            defer { git_object_free(commit) }
+            return ObjectID(git_object_id(commit))
+        }
+    }
+
+    /// Reads an object (`git_odb_read`, which inflates it) and hands its bytes to `body` without a copy.
+    private func withObject<R>(_ id: ObjectID, expect: git_object_t, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let h = try acquire()
+        defer { release(h) }
+        var oid = id.gitOID
+        var obj: OpaquePointer?
+        let rc = git_odb_read(&obj, h.odb, &oid)
+        guard rc == 0, let obj else {
+            if rc == GIT_ENOTFOUND.rawValue {
+                throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
+            }
+            throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
+        }
+        defer { git_odb_object_free(obj) }
+        let type = git_odb_object_type(obj)
+        guard type == expect else {
+            throw GitStoreError(.wrongType, "object \(id.hex) of repository '\(name)' is a \(Repository.kind(type)?.name ?? "unknown object"), not a \(Repository.kind(expect)?.name ?? "?")")
+        }
+        let size = git_odb_object_size(obj)
+        let data = git_odb_object_data(obj)
+        return try body(UnsafeRawBufferPointer(start: data, count: size))
+    }
+
+    private func withTypedObject<R>(_ id: ObjectID, expect: git_object_t, _ body: (UnsafeRawBufferPointer) throws(GitStoreError) -> R) throws(GitStoreError) -> R {
+        do {
+            return try withObject(id, expect: expect) { raw in try body(raw) }
+        } catch let e as GitStoreError {
+            throw e
+        } catch {
+            throw GitStoreError(.other, "\(error)")
+        }
+    }
+
+    static func kind(_ t: git_object_t) -> ObjectKind? {
+        switch t {
+        case GIT_OBJECT_BLOB: return .blob
+        case GIT_OBJECT_TREE: return .tree
+        case GIT_OBJECT_COMMIT: return .commit
+        case GIT_OBJECT_TAG: return .tag
+        default: return nil
+        }
+    }
+
+    /// The tree id, committer time and parents of a commit (parsed from the raw object).
+    public func commit(_ id: ObjectID) throws(GitStoreError) -> CommitInfo {
+        let name = self.name
+        return try withTypedObject(id, expect: GIT_OBJECT_COMMIT) { raw throws(GitStoreError) in
+            guard let info = CommitParser.parse(raw, id: id) else {
+                throw GitStoreError(.corrupt, "commit \(id.hex) of repository '\(name)' is malformed")
+            }
+            return info
+        }
+    }
+
+    /// The entries of a tree, in git order, names and modes exactly as stored.
+    public func tree(_ id: ObjectID) throws(GitStoreError) -> [TreeEntry] {
+        let name = self.name
+        return try withTypedObject(id, expect: GIT_OBJECT_TREE) { raw throws(GitStoreError) in
+            guard let entries = TreeParser.parse(raw) else {
+                throw GitStoreError(.corrupt, "tree \(id.hex) of repository '\(name)' is malformed")
+            }
+            return entries
+        }
+    }
+
+    /// Type and size of an object without inflating it (`git_odb_read_header`).
+    public func header(_ id: ObjectID) throws(GitStoreError) -> (kind: ObjectKind, size: Int) {
+        try withHandle { h throws(GitStoreError) in
+            var oid = id.gitOID
+            var size = 0
+            var type = GIT_OBJECT_INVALID
+            let rc = git_odb_read_header(&size, &type, h.odb, &oid)
+            guard rc == 0 else {
+                if rc == GIT_ENOTFOUND.rawValue {
+                    throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
+                }
+                throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
+            }
+            guard let kind = Repository.kind(type) else {
+                throw GitStoreError(.corrupt, "object \(id.hex) of repository '\(name)' has an unknown type")
+            }
+            return (kind, size)
+        }
+    }
+
+    /// Inflates a blob once (`git_odb_read`) and hands its bytes to `body` without a copy; the buffer is
+    /// valid only inside `body`. Throws `GitStoreError` (.notFound, .wrongType, .corrupt) or what body throws.
+    public func withBlob<R>(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try withObject(id, expect: GIT_OBJECT_BLOB, body)
+    }
+
+    /// The bytes of a blob.
+    public func readBlob(_ id: ObjectID) throws(GitStoreError) -> [UInt8] {
+        try withTypedObject(id, expect: GIT_OBJECT_BLOB) { raw in Array(raw) }
+    }
+
+    /// The entry at `path` ("a/b/c"; empty components ignored) in the tree of `commit`; nil when absent or
+    /// when a component on the way is not a directory. "" gives the root tree as an entry with mode
+    /// 0o040000 and an empty name.
+    public func entry(commit: ObjectID, path: String) throws(GitStoreError) -> TreeEntry? {
+        let info = try self.commit(commit)
+        var current = TreeEntry(name: [], mode: 0o040000, oid: info.tree)
+        for component in path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            guard current.kind == .directory else { return nil }
+            let entries = try tree(current.oid)
+            guard let next = entries.first(where: { $0.name.elementsEqual(component) }) else { return nil }
+            current = next
+        }
+        return current
+    }
+
+    /// Whether the object exists in the mirror (`git_odb_exists`).
+    public func contains(_ id: ObjectID) -> Bool {
+        guard let h = try? acquire() else { return false }
+        defer { release(h) }
+        var oid = id.gitOID
+        return git_odb_exists(h.odb, &oid) == 1
+    }
+}
+
+/// Parses raw tree objects: repeated "<octal mode> <name>\0<20-byte id>".
+enum TreeParser {
+    static func parse(_ raw: UnsafeRawBufferPointer) -> [TreeEntry]? {
+        var out: [TreeEntry] = []
+        var i = 0
+        let n = raw.count
+        while i < n {
+            var mode: UInt32 = 0
+            var digits = 0
+            while i < n, raw[i] != UInt8(ascii: " ") {
+                let d = raw[i] &- UInt8(ascii: "0")
+                guard d < 8, digits < 7 else { return nil }
+                mode = mode << 3 | UInt32(d)
+                digits += 1
+                i += 1
+            }
+            guard i < n, digits > 0 else { return nil }
+            i += 1
+            let nameStart = i
+            while i < n, raw[i] != 0 { i += 1 }
+            guard i < n, i > nameStart else { return nil }
+            let name = Array(raw[nameStart..<i])
+            i += 1
+            guard i + 20 <= n else { return nil }
+            let oid = ObjectID(raw: UnsafeRawBufferPointer(rebasing: raw[i..<(i + 20)]))
+            i += 20
+            out.append(TreeEntry(name: name, mode: mode, oid: oid))
+        }
+        return out
+    }
+}
+
+/// Parses the header of raw commit objects: tree, parents, committer time.
+enum CommitParser {
+    static func parse(_ raw: UnsafeRawBufferPointer, id: ObjectID) -> CommitInfo? {
+        var tree: ObjectID?
+        var parents: [ObjectID] = []
+        var time: Int64?
+        var i = 0
+        let n = raw.count
+        while i < n {
+            var end = i
+            while end < n, raw[end] != UInt8(ascii: "\n") { end += 1 }
+            if end == i { break } // blank line: end of header
+            let line = UnsafeRawBufferPointer(rebasing: raw[i..<end])
+            if line.starts(with: "tree ".utf8), line.count == 45 {
+                var t = (UInt64(0), UInt64(0), UInt32(0))
+                guard ObjectID.parseHex(UnsafeRawBufferPointer(rebasing: line[5...]), into: &t) else { return nil }
+                tree = withUnsafeBytes(of: &t) { ObjectID(raw: UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+            } else if line.starts(with: "parent ".utf8), line.count == 47 {
+                var t = (UInt64(0), UInt64(0), UInt32(0))
+                guard ObjectID.parseHex(UnsafeRawBufferPointer(rebasing: line[7...]), into: &t) else { return nil }
+                parents.append(withUnsafeBytes(of: &t) { ObjectID(raw: UnsafeRawBufferPointer(rebasing: $0[0..<20])) })
+            } else if line.starts(with: "committer ".utf8) {
+                // "committer Name <email> 1234567890 +0000": the number after the last '>'.
+                if let gt = line.lastIndex(of: UInt8(ascii: ">")) {
+                    var j = gt + 1
+                    while j < line.count, line[j] == UInt8(ascii: " ") { j += 1 }
+                    var negative = false
+                    if j < line.count, line[j] == UInt8(ascii: "-") { negative = true; j += 1 }
+                    var v: Int64 = 0
+                    var any = false
+                    while j < line.count, line[j] >= UInt8(ascii: "0"), line[j] <= UInt8(ascii: "9") {
+                        v = v &* 10 &+ Int64(line[j] - UInt8(ascii: "0"))
+                        any = true
+                        j += 1
+                    }
+                    if any { time = negative ? -v : v }
+                }
+            }
+            i = end + 1
+        }
+        guard let tree else { return nil }
+        return CommitInfo(id: id, tree: tree, committerTime: time ?? 0, parents: parents)
+    }
+}
