@@ -1,8 +1,51 @@
 import ArgumentParser
+import Foundation
+import GitStore
 
-/// `gitfs list` (placeholder until implemented).
+/// `gitfs list [--json]`: the mirrors of the home.
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "TODO")
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List the repositories: name, URL, default branch, branches, tags, last fetch, size on disk.")
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw ValidationError("not implemented") }
+    @Flag(help: "Print a JSON array.") var json = false
+
+    func run() throws {
+        let infos = MirrorStore(home: Home(path: global.resolvedHome)).list()
+        if json {
+            let iso = ISO8601DateFormatter()
+            let objects: [[String: Any]] = infos.map { i in
+                ["name": i.name, "url": i.url, "default_branch": i.defaultBranch ?? NSNull(),
+                 "branches": i.branchCount, "tags": i.tagCount,
+                 "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk]
+            }
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let fmt = DateFormatter()
+        fmt.dateFormat = "yyyy-MM-dd HH:mm"
+        var rows = [["NAME", "DEFAULT", "BRANCHES", "TAGS", "LAST FETCH", "SIZE", "URL"]]
+        for i in infos {
+            rows.append([i.name, i.defaultBranch ?? "-", String(i.branchCount), String(i.tagCount),
+                         i.lastFetch.map { fmt.string(from: $0) } ?? "-", humanSize(i.sizeOnDisk), i.url])
+        }
+        let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for row in rows {
+            let cells = row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+            print(cells.joined(separator: "  "))
+        }
+        if infos.isEmpty {
+            FileHandle.standardError.write(Data("no repositories in \(global.resolvedHome); add one with 'gitfs clone URL'\n".utf8))
+        }
+    }
+}
+
+/// 1536 -> "1.5K" (powers of 1024).
+func humanSize(_ bytes: Int) -> String {
+    let units = ["B", "K", "M", "G", "T"]
+    var v = Double(bytes)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(bytes)B" : String(format: "%.1f%@", v, units[u])
 }

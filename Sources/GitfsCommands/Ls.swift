@@ -1,8 +1,116 @@
 import ArgumentParser
+import Foundation
+import GitStore
 
-/// `gitfs ls` (placeholder until implemented).
+/// `gitfs ls NAME REV[:PATH]`: list a tree like `git ls-tree -l`.
 struct Ls: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls", abstract: "TODO")
+    static let configuration = CommandConfiguration(
+        commandName: "ls",
+        abstract: "List a tree like 'git ls-tree -l': mode, type, id, size, name.",
+        discussion: "REV: a branch, tag, (abbreviated) commit id or REV~N. Of a directory PATH its entries are listed; of any other PATH that single entry.")
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw ValidationError("not implemented") }
+    @Argument(help: "The mirror.") var name: String
+    @Argument(help: ArgumentHelp("Revision and optional path.", valueName: "rev[:path]")) var spec: String
+    @Flag(name: .customShort("z"), help: "End lines with NUL and print names unquoted.") var nulTerminated = false
+
+    func run() throws {
+        let repo = try MirrorStore(home: Home(path: global.resolvedHome)).open(name: name)
+        let (rev, path) = RevPath.split(spec)
+        let (commit, entry) = try RevPath.lookup(repo, rev: rev, path: path ?? "")
+        var out = [UInt8]()
+        if entry.kind == .directory {
+            for e in try repo.tree(entry.oid) { try appendLine(&out, repo, e, name: e.name) }
+        } else {
+            let shown = Array((path ?? "").utf8.split(separator: UInt8(ascii: "/")).joined(separator: [UInt8(ascii: "/")]))
+            try appendLine(&out, repo, entry, name: shown)
+        }
+        _ = commit
+        try StandardOutput.write(out)
+    }
+
+    private func appendLine(_ out: inout [UInt8], _ repo: Repository, _ e: TreeEntry, name: [UInt8]) throws {
+        let size: String
+        switch e.kind {
+        case .directory, .submodule: size = "-"
+        default: size = String(try repo.header(e.oid).size)
+        }
+        let padded = String(repeating: " ", count: max(0, 7 - size.count)) + size
+        let mode = String(e.mode, radix: 8)
+        let head = String(repeating: "0", count: max(0, 6 - mode.count)) + mode + " \(e.objectKind.name) \(e.oid.hex) \(padded)\t"
+        out.append(contentsOf: head.utf8)
+        if nulTerminated {
+            out.append(contentsOf: name)
+            out.append(0)
+        } else {
+            out.append(contentsOf: GitQuote.cStyle(name))
+            out.append(UInt8(ascii: "\n"))
+        }
+    }
+}
+
+/// `REV[:PATH]` specs of `ls` and `cat`.
+enum RevPath {
+    /// Splits at the first ':'; nil path when there is none.
+    static func split(_ spec: String) -> (rev: String, path: String?) {
+        guard let colon = spec.firstIndex(of: ":") else { return (spec, nil) }
+        return (String(spec[..<colon]), String(spec[spec.index(after: colon)...]))
+    }
+
+    /// Resolves REV to a commit and PATH to its entry ("" = root), or throws one clear not-found line.
+    static func lookup(_ repo: Repository, rev: String, path: String) throws -> (ObjectID, TreeEntry) {
+        let commit = try repo.resolve(rev)
+        guard let entry = try repo.entry(commit: commit, path: path) else {
+            throw GitStoreError(.notFound, "path '\(path)' does not exist in '\(rev)' of repository '\(repo.name)'; list it with 'gitfs ls \(repo.name) \(rev)'")
+        }
+        return (commit, entry)
+    }
+}
+
+/// Git's C-style quoting of path names (core.quotePath on): names with control characters, '"', '\'
+/// or bytes >= 0x80 are printed in double quotes with escapes.
+enum GitQuote {
+    static func cStyle(_ name: [UInt8]) -> [UInt8] {
+        func needs(_ c: UInt8) -> Bool { c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c >= 0x7f }
+        guard name.contains(where: needs) else { return name }
+        var out: [UInt8] = [UInt8(ascii: "\"")]
+        for c in name {
+            guard needs(c) else { out.append(c); continue }
+            out.append(UInt8(ascii: "\\"))
+            switch c {
+            case 0x07: out.append(UInt8(ascii: "a"))
+            case 0x08: out.append(UInt8(ascii: "b"))
+            case 0x09: out.append(UInt8(ascii: "t"))
+            case 0x0a: out.append(UInt8(ascii: "n"))
+            case 0x0b: out.append(UInt8(ascii: "v"))
+            case 0x0c: out.append(UInt8(ascii: "f"))
+            case 0x0d: out.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(c)
+            default:
+                out.append(UInt8(ascii: "0") + (c >> 6))
+                out.append(UInt8(ascii: "0") + ((c >> 3) & 7))
+                out.append(UInt8(ascii: "0") + (c & 7))
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+        return out
+    }
+}
+
+/// Writes to file descriptor 1, retrying short writes and EINTR.
+enum StandardOutput {
+    static func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    static func write(_ buf: UnsafeRawBufferPointer) throws {
+        var off = 0
+        while off < buf.count {
+            let n = Foundation.write(1, buf.baseAddress! + off, buf.count - off)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw GitStoreError(.io, "cannot write to standard output: \(String(cString: strerror(errno)))")
+            }
+            off += n
+        }
+    }
 }

@@ -1,8 +1,16 @@
 import ArgumentParser
+import GitStore
 
-/// `gitfs remove` (placeholder until implemented).
+/// `gitfs remove NAME`: delete a mirror.
 struct Remove: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "remove", abstract: "TODO")
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Delete a mirror (the shared cache keeps its content until gc).")
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw ValidationError("not implemented") }
+    @Argument(help: "The mirror to delete.") var name: String
+
+    func run() throws {
+        try MirrorStore(home: Home(path: global.resolvedHome)).remove(name: name)
+        print("removed '\(name)'")
+    }
 }
