@@ -1,0 +1,129 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFuse
+
+/// One line of /proc/self/mountinfo.
+struct MountInfoEntry: Sendable, Equatable {
+    var device: String        // "major:minor"
+    var mountPoint: String
+    var fsType: String
+    var source: String
+}
+
+/// Reading /proc/self/mountinfo and the checks done before mounting. Stateless: thread-safe.
+enum MountTable {
+    /// Reads a whole small file (procfs) with read(2), retrying EINTR.
+    static func readFile(_ path: String) -> [UInt8]? {
+        let fd = path.withCString { Glibc.open($0, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if n == 0 { break }
+            data.append(contentsOf: chunk[0..<n])
+        }
+        return data
+    }
+
+    /// Decodes the octal escapes (\040 for space...) mountinfo uses in paths.
+    static func unescape(_ field: Substring) -> String {
+        var bytes: [UInt8] = []
+        let u = Array(field.utf8)
+        var i = 0
+        while i < u.count {
+            if u[i] == UInt8(ascii: "\\"), i + 4 <= u.count,
+               let v = UInt8(String(decoding: u[(i + 1)..<(i + 4)], as: UTF8.self), radix: 8) {
+                bytes.append(v)
+                i += 4
+            } else {
+                bytes.append(u[i])
+                i += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func entries() -> [MountInfoEntry] {
+        guard let data = readFile("/proc/self/mountinfo") else { return [] }
+        var result: [MountInfoEntry] = []
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard fields.count >= 10, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
+            result.append(MountInfoEntry(device: String(fields[2]), mountPoint: unescape(fields[4]),
+                                         fsType: String(fields[dash + 1]), source: unescape(fields[dash + 2])))
+        }
+        return result
+    }
+
+    static func entries(at mountPoint: String) -> [MountInfoEntry] {
+        entries().filter { $0.mountPoint == mountPoint }
+    }
+
+    /// realpath(3) of `path`, or the path itself when it cannot be resolved.
+    static func canonical(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// Checks that `path` can be mounted on: exists, is a directory, is not a (dead) mount, is empty,
+    /// and /dev/fuse is usable. Returns the canonical path.
+    static func checkMountpoint(_ path: String) throws(FuseError) -> String {
+        var st = stat()
+        if stat(path, &st) != 0 {
+            let e = errno
+            switch e {
+            case ENOENT: throw FuseError(.mountpointMissing, mountpoint: path)
+            case ENOTCONN, ECONNABORTED: throw FuseError(.deadMount, mountpoint: path)
+            default: throw FuseError(.system, mountpoint: path, detail: "stat: \(Errno(e))")
+            }
+        }
+        guard st.st_mode & 0o170000 == 0o040000 else { throw FuseError(.notADirectory, mountpoint: path) }
+        let canonicalPath = canonical(path)
+        if !entries(at: canonicalPath).isEmpty { throw FuseError(.alreadyMounted, mountpoint: path) }
+        guard let dir = opendir(path) else {
+            throw FuseError(.system, mountpoint: path, detail: "opendir: \(Errno(errno))")
+        }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { throw FuseError(.notEmpty, mountpoint: path) }
+        }
+        if access("/dev/fuse", R_OK | W_OK) != 0 {
+            throw FuseError(.noFuseDevice, mountpoint: path, detail: String(describing: Errno(errno)))
+        }
+        return canonicalPath
+    }
+
+    /// Lazily detaches the mount at `path`: umount2(MNT_DETACH) as root, else `fusermount3 -u -z`.
+    /// Returns 0 on success, else the errno of umount2 (or EPERM when fusermount3 failed).
+    static func lazyUnmount(_ path: String) -> Int32 {
+        if umount2(path, Int32(MNT_DETACH)) == 0 { return 0 }
+        let e = errno
+        guard e == EPERM else { return e }
+        return runFusermount(["fusermount3", "-u", "-z", path]) ? 0 : EPERM
+    }
+
+    /// posix_spawnp + waitpid (EINTR retried); true when it exited 0.
+    static func runFusermount(_ args: [String]) -> Bool {
+        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
+        argv.append(nil)
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        guard posix_spawnp(&pid, args[0], nil, nil, argv, environ) == 0 else { return false }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return false }
+        }
+        return status == 0
+    }
+}

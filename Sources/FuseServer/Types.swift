@@ -1,0 +1,184 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An errno value a filesystem operation fails with (ENOENT, EROFS, EIO...). A plain value: thread-safe.
+public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: Int32
+    public init(_ rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let noEntry = Errno(ENOENT)
+    public static let io = Errno(EIO)
+    public static let readOnlyFileSystem = Errno(EROFS)
+    public static let notDirectory = Errno(ENOTDIR)
+    public static let isDirectory = Errno(EISDIR)
+    public static let invalid = Errno(EINVAL)
+    public static let noData = Errno(ENODATA)
+    public static let notSupported = Errno(ENOTSUP)
+    public static let range = Errno(ERANGE)
+    public static let badFileDescriptor = Errno(EBADF)
+
+    /// `strerror` text and number, e.g. "No such file or directory (errno 2)".
+    public var description: String {
+        "\(String(cString: strerror(rawValue))) (errno \(rawValue))"
+    }
+}
+
+/// The kind of a node; decides the file-type bits of st_mode.
+public enum NodeKind: Sendable {
+    case directory, regularFile, symlink
+
+    var modeBits: UInt32 {
+        switch self {
+        case .directory: return 0o040000
+        case .regularFile: return 0o100000
+        case .symlink: return 0o120000
+        }
+    }
+}
+
+/// The attributes of a node as the kernel sees them (uid/gid are the mounting user's).
+public struct NodeAttributes: Sendable {
+    public var kind: NodeKind
+    public var permissions: UInt16      // e.g. 0o555, 0o444
+    public var size: UInt64
+    public var mtime: Int64             // seconds since epoch (also used for atime/ctime)
+    public var linkCount: UInt32
+    public var ttl: Double              // kernel entry+attr cache lifetime in seconds for this node
+    public init(kind: NodeKind, permissions: UInt16, size: UInt64, mtime: Int64, linkCount: UInt32 = 1, ttl: Double) {
+        self.kind = kind
+        self.permissions = permissions
+        self.size = size
+        self.mtime = mtime
+        self.linkCount = linkCount
+        self.ttl = ttl
+    }
+}
+
+/// One entry of a directory listing (never `.` or `..`).
+public struct DirectoryEntry<Node: Hashable & Sendable>: Sendable {
+    public let name: [UInt8]
+    public let node: Node
+    public let attributes: NodeAttributes
+    public init(name: [UInt8], node: Node, attributes: NodeAttributes) {
+        self.name = name
+        self.node = node
+        self.attributes = attributes
+    }
+}
+
+/// What `open` returns: the filesystem's handle plus page-cache flags for the kernel.
+public struct OpenedFile<Handle: Sendable>: Sendable {
+    public let handle: Handle
+    public var keepCache: Bool   // fi->keep_cache: page cache survives reopen (immutable content)
+    public var directIO: Bool    // fi->direct_io: for virtual files whose size is not known up front
+    public init(handle: Handle, keepCache: Bool = false, directIO: Bool = false) {
+        self.handle = handle
+        self.keepCache = keepCache
+        self.directIO = directIO
+    }
+}
+
+/// Options of an opened directory. `cacheEntries` sets fi->cache_readdir and fi->keep_cache: the kernel
+/// keeps the listing (use it for immutable directories only).
+public struct OpenedDirectory: Sendable {
+    public var cacheEntries: Bool
+    public init(cacheEntries: Bool = false) { self.cacheEntries = cacheEntries }
+}
+
+/// What a filesystem served by FuseMount provides. Every method may be called from many threads at once.
+/// Node is the identity of a file (e.g. (repository, commit, path)); the server maps it to inode numbers:
+/// equal Nodes get the same inode number for as long as the kernel remembers it.
+public protocol FuseFileSystem: Sendable {
+    associatedtype Node: Hashable & Sendable
+    associatedtype Handle: Sendable
+    var rootNode: Node { get }
+    func attributes(of node: Node) throws(Errno) -> NodeAttributes
+    func lookup(_ name: [UInt8], in parent: Node) throws(Errno) -> (node: Node, attributes: NodeAttributes)
+    /// The listing without `.` and `..`; taken once per opendir, so offsets stay stable.
+    func readDirectory(_ node: Node) throws(Errno) -> (entries: [DirectoryEntry<Node>], options: OpenedDirectory)
+    func readLink(_ node: Node) throws(Errno) -> [UInt8]
+    func open(_ node: Node) throws(Errno) -> OpenedFile<Handle>
+    /// Bytes written into buffer; 0 = end of file. The server calls again until the request is full or 0.
+    func read(_ handle: Handle, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
+    /// Called exactly once per handle returned by a successful `open` (also when the open reply could
+    /// not be delivered because the caller was interrupted). Not called for handles still open when the
+    /// connection is torn down at the end of serve().
+    func release(_ handle: Handle)
+    func extendedAttributes(of node: Node) throws(Errno) -> [(name: String, value: [UInt8])]
+    func statistics() -> (totalBytes: UInt64, files: UInt64)   // for statfs; may be rough
+}
+
+/// How a FuseMount mounts and serves.
+public struct FuseMountOptions: Sendable {
+    public var threads: Int = 32          // worker threads (issue: at least 32)
+    public var maxBackground: Int = 64    // conn->max_background (kernel default 12 limits parallel reads)
+    public var fsName: String = "gitfs"
+    public var debug: Bool = false        // log every request (swift-log, level debug)
+    public var allowOther: Bool = true
+    /// After stop(): how long (seconds) to keep answering requests of readers that still hold open files
+    /// on the lazily unmounted filesystem before the connection is closed (they then get an error).
+    public var shutdownGrace: Double = 3
+    /// Kernel read-ahead for the mount (written to /sys/class/bdi/<dev>/read_ahead_kb once INIT is
+    /// answered); 0 leaves the kernel default (128 KiB). Best effort.
+    public var readAheadBytes: Int = 1 << 20
+    public init() {}
+}
+
+/// Request counters of a mount, updated atomically on every request; read from any thread.
+/// `requests`: requests answered (FORGET, which gets no reply, included); `errors`: error replies other
+/// than plain "absent" answers (ENOENT from lookup, ENODATA from getxattr); `inflight`: being served now.
+public struct ServerCounters: Sendable {
+    public var requests, reads, bytesRead, errors, inflight: Int
+    public init(requests: Int = 0, reads: Int = 0, bytesRead: Int = 0, errors: Int = 0, inflight: Int = 0) {
+        self.requests = requests
+        self.reads = reads
+        self.bytesRead = bytesRead
+        self.errors = errors
+        self.inflight = inflight
+    }
+}
+
+/// Why a mount could not be made (or unmounted); `description` is one line saying what went wrong and
+/// what to do.
+public struct FuseError: Error, CustomStringConvertible, Sendable {
+    public enum Reason: Sendable, Equatable {
+        case mountpointMissing, notADirectory, notEmpty, alreadyMounted, deadMount, noFuseDevice
+        case sessionCreationFailed, mountFailed, unmountFailed, system
+    }
+    public let reason: Reason
+    public let mountpoint: String
+    public let detail: String
+
+    public init(_ reason: Reason, mountpoint: String, detail: String = "") {
+        self.reason = reason
+        self.mountpoint = mountpoint
+        self.detail = detail
+    }
+
+    public var description: String {
+        let extra = detail.isEmpty ? "" : " (\(detail))"
+        switch reason {
+        case .mountpointMissing:
+            return "mountpoint \(mountpoint) does not exist: create it with mkdir first"
+        case .notADirectory:
+            return "mountpoint \(mountpoint) is not a directory: mount on an empty directory"
+        case .notEmpty:
+            return "mountpoint \(mountpoint) is not empty: mount on an empty directory"
+        case .alreadyMounted:
+            return "\(mountpoint) is already a mount point: unmount it first"
+        case .deadMount:
+            return "\(mountpoint) is a dead FUSE mount (transport endpoint is not connected): unmount it first"
+        case .noFuseDevice:
+            return "cannot use /dev/fuse\(extra): load the fuse module (modprobe fuse) or give the container --device /dev/fuse"
+        case .sessionCreationFailed:
+            return "fuse_session_new failed for \(mountpoint)\(extra): see the messages above"
+        case .mountFailed:
+            return "fuse_session_mount failed for \(mountpoint)\(extra): are you allowed to mount (root, or user_allow_other in /etc/fuse.conf)?"
+        case .unmountFailed:
+            return "cannot unmount \(mountpoint)\(extra): close programs using it, or run umount -l \(mountpoint) as root"
+        case .system:
+            return "cannot mount on \(mountpoint)\(extra)"
+        }
+    }
+}
