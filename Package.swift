@@ -34,6 +34,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "gitfs", dependencies: ["GitfsCommands"]),
+        .executableTarget(name: "gitfs-cache-bench", dependencies: ["ContentCache", "GitStore"], path: "Benchmarks/CacheBench"),
 
         // Tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -60,6 +60,7 @@ public final class ContentCache: Sendable {
 
     public let directory: String
     let verifier: Verifier
+    let clock: @Sendable () -> UInt32
     let chunkLog2: Int
     let pool = ZstdPool()
     let shards: [Shard] = (0..<64).map { _ in Shard() }
@@ -81,14 +82,20 @@ public final class ContentCache: Sendable {
     /// Opens (creating if needed) the cache at `directory`: the folder, its VERSION file and
     /// sub-folders. A VERSION naming another format throws `.unsupportedVersion`.
     /// `chunkLog2` (12...20) sets the chunk size of entries this instance writes.
-    public init(directory: String, chunkLog2: Int = ContentCache.defaultChunkLog2, verifier: @escaping Verifier) throws(CacheError) {
+    public convenience init(directory: String, chunkLog2: Int = ContentCache.defaultChunkLog2, verifier: @escaping Verifier) throws(CacheError) {
+        try self.init(directory: directory, chunkLog2: chunkLog2, clock: { SystemIO.now() }, verifier: verifier)
+    }
+
+    /// `clock` gives the unix time recorded as creation and last use (tests pass their own).
+    init(directory: String, chunkLog2: Int, clock: @escaping @Sendable () -> UInt32, verifier: @escaping Verifier) throws(CacheError) {
         precondition((12...20).contains(chunkLog2), "chunkLog2 must be 12...20")
         var dir = directory
         while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
         self.directory = dir
         self.verifier = verifier
         self.chunkLog2 = chunkLog2
-        lastFlush.store(SystemIO.now(), ordering: .relaxed)
+        self.clock = clock
+        lastFlush.store(clock(), ordering: .relaxed)
         try Self.makeDirectories(dir)
         try Self.checkVersion(dir)
         for sub in ["objects", "segments", "usage", "tmp"] {
@@ -284,7 +291,7 @@ public final class ContentCache: Sendable {
     /// A complete record (header + at most one frame) for content of at most one chunk.
     private func encodeSmall(_ key: CacheKey, _ content: UnsafeRawBufferPointer) throws(CacheError) -> [UInt8] {
         if content.isEmpty {
-            return EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: 0, created: SystemIO.now(), lengths: [])
+            return EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: 0, created: clock(), lengths: [])
         }
         var frame = [UInt8](repeating: 0, count: Compressor.bound(content.count))
         let n = try pool.withCompressor { (c) throws(CacheError) -> Int in
@@ -293,7 +300,7 @@ public final class ContentCache: Sendable {
             }
             return try r.get()
         }
-        var record = EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: content.count, created: SystemIO.now(), lengths: [UInt32(n)])
+        var record = EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: content.count, created: clock(), lengths: [UInt32(n)])
         record += frame[0..<n]
         return record
     }
@@ -352,7 +359,7 @@ public final class ContentCache: Sendable {
                     pos += m
                 }
             }
-            let header = EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: content.count, created: SystemIO.now(), lengths: lengths)
+            let header = EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: content.count, created: clock(), lengths: lengths)
             let e = SystemIO.pwriteFull(fd, header, header.count, 0)
             if e != 0 { throw Self.failure(e, "cannot write cache entry \(key)") }
         }

@@ -330,7 +330,7 @@ extension ContentCache {
 
             var evict = Set<CacheKey>()
             var freed = 0
-            let now = SystemIO.now()
+            let now = clock()
             if let maxAge {
                 for (k, u) in units where !u.pinned && Int(now) - Int(u.lastUse) > maxAge {
                     evict.insert(k); freed += u.bytes

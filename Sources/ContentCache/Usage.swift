@@ -11,7 +11,7 @@ extension ContentCache {
 
     /// Records a use of `key` in memory; flushes when the interval has passed.
     func touch(_ key: CacheKey) {
-        let now = SystemIO.now()
+        let now = clock()
         let count = shard(key).touched.withLock { t -> Int in
             t[key] = now
             return t.count
@@ -39,7 +39,7 @@ extension ContentCache {
                 appendLE(&records, v)
             }
         }
-        lastFlush.store(SystemIO.now(), ordering: .relaxed)
+        lastFlush.store(clock(), ordering: .relaxed)
         if records.isEmpty { return }
         usageWriter.withLock { u in
             if u.fd >= 0 && u.end + records.count > Self.usageRotateSize {
