@@ -1,8 +1,116 @@
 import ArgumentParser
+import Foundation
+import GitFS
+import GitStore
+import Logging
 
-/// `gitfs mount` (placeholder until implemented).
+/// `gitfs mount MOUNTPOINT`: mounts every repository of the home. Without `--foreground` it starts the
+/// server in the background (its log goes to a file in the home) and returns once the mount answers.
 struct Mount: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "mount", abstract: "TODO")
+    static let configuration = CommandConfiguration(
+        commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.")
+
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw ValidationError("not implemented") }
+    @Argument(help: "An existing, empty directory.") var mountpoint: String
+    @Flag(help: "Serve in the foreground, logging to standard error.") var foreground = false
+    @Option(help: "FUSE worker threads.") var threads = 32
+    @Option(help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
+    var cacheMaxSize: String?
+    @Flag(help: "Log every request.") var debug = false
+    @Option(help: .hidden) var logFile: String?
+
+    func validate() throws {
+        if let s = cacheMaxSize, Units.size(s) == nil { throw ValidationError("--cache-max-size: '\(s)' is not a size such as 512M or 2G") }
+        if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+    }
+
+    func run() throws {
+        let home = Home(path: global.resolvedHome)
+        let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
+        try Self.checkMountpoint(target)
+        if MirrorStore(home: home).names().isEmpty {
+            throw MountError("no repositories in \(home.reposPath): add one with 'gitfs clone URL' first")
+        }
+        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
+            throw MountError("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)")
+        }
+        if foreground {
+            try serve(home: home, mountpoint: target)
+        } else {
+            try startInBackground(home: home, mountpoint: target)
+        }
+    }
+
+    static func checkMountpoint(_ path: String) throws(MountError) {
+        var isDir: ObjCBool = false
+        if MountTable.mount(at: path) != nil {
+            throw MountError("\(path) is already a mount point: unmount it first ('gitfs unmount \(path)')")
+        }
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw MountError("mount point \(path) does not exist: create it with 'mkdir -p \(path)'")
+        }
+        guard isDir.boolValue else { throw MountError("mount point \(path) is not a directory") }
+        let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        guard contents.isEmpty else { throw MountError("mount point \(path) is not empty: use an empty directory") }
+    }
+
+    private func serve(home: Home, mountpoint: String) throws {
+        let level: Logger.Level = debug ? .debug : .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        Limits.raiseOpenFiles()
+        var config = MountConfiguration(home: home, mountpoint: mountpoint)
+        config.threads = threads
+        config.cacheMaxSize = cacheMaxSize.flatMap(Units.size)
+        config.debug = debug
+        config.logFile = logFile
+        let mount = try GitFSMount(configuration: config, logger: Logger(label: "gitfs"))
+        mount.installSignalHandlers()
+        // The parent of a background mount waits for this line (in the log) before returning.
+        FileHandle.standardError.write(Data("gitfs: mounted \(mountpoint)\n".utf8))
+        mount.serve()
+    }
+
+    /// Re-runs this command with --foreground in a new session, output to a log file in the home, and
+    /// waits until the mount answers or the server gives up.
+    private func startInBackground(home: Home, mountpoint: String) throws {
+        let logDir = home.path + "/logs"
+        try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+        let logPath = logDir + "/mount-" + mountpoint.replacingOccurrences(of: "/", with: "_") + ".log"
+        var args = [CommandLine.arguments[0], "--home", home.path, "mount", mountpoint, "--foreground",
+                    "--threads", "\(threads)", "--log-file", logPath]
+        if let s = cacheMaxSize { args += ["--cache-max-size", s] }
+        if debug { args.append("--debug") }
+        let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard logFD >= 0 else { throw MountError("cannot write the log file \(logPath): \(String(cString: strerror(errno)))") }
+        defer { close(logFD) }
+        let startOffset = lseek(logFD, 0, SEEK_END)
+        let pid = try Spawn.detached(executable: Spawn.selfExecutable(), arguments: args, outputFD: logFD)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let m = MountTable.mount(at: mountpoint), m.serverPID == pid,
+               FileManager.default.fileExists(atPath: mountpoint + "/.gitfs/stats") {
+                print("mounted \(mountpoint) (server pid \(pid), log \(logPath)); unmount with 'gitfs unmount \(mountpoint)'")
+                return
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                throw MountError(Self.lastError(in: logPath, from: startOffset)
+                    ?? "the mount server exited before the mount answered; see \(logPath)")
+            }
+            usleep(20_000)
+        }
+        kill(pid, SIGTERM)
+        throw MountError("the mount did not answer within 60 seconds; see \(logPath)")
+    }
+
+    static func lastError(in path: String, from offset: off_t) -> String? {
+        guard let data = FileManager.default.contents(atPath: path), data.count > Int(offset) else { return nil }
+        let text = String(decoding: data[Int(offset)...], as: UTF8.self)
+        let prefix = "gitfs: error: "
+        return text.split(separator: "\n").last { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+    }
 }

@@ -1,3 +1,0 @@
-import Resolver
-import FuseServer
-enum GitFSPlaceholder {}

@@ -1,0 +1,122 @@
+import ContentCache
+import Foundation
+import FuseServer
+import GitStore
+import Logging
+import Resolver
+
+/// How to mount a home.
+public struct MountConfiguration: Sendable {
+    public var home: Home
+    public var mountpoint: String
+    public var threads: Int = 32
+    public var cacheMaxSize: Int?
+    public var debug = false
+    /// Where the server logs (nil: standard error); reported in the stats.
+    public var logFile: String?
+
+    public init(home: Home, mountpoint: String) {
+        self.home = home
+        self.mountpoint = mountpoint
+    }
+}
+
+/// A mounted home: the resolver, the content cache, the FUSE server and, when a size limit is set, the
+/// cache's background size enforcer. `serve()` blocks until the mount ends; `stop()` from any thread
+/// (SIGTERM and SIGINT call it) unmounts cleanly, answering every request the kernel has handed over.
+public final class GitFSMount: Sendable {
+    public let configuration: MountConfiguration
+    public let resolver: Resolver
+    public let filesystem: GitFileSystem
+    let server: FuseMount<GitFileSystem>
+    let logger: Logger
+
+    /// The `source` field the mount shows in /proc/mounts: `gitfs:<pid>` lets `gitfs unmount` find the
+    /// server without touching the (possibly dead) mount.
+    public static func sourceName(pid: Int32) -> String { "gitfs:\(pid)" }
+
+    public init(configuration: MountConfiguration, logger: Logger) throws(MountError) {
+        self.configuration = configuration
+        self.logger = logger
+        let store = MirrorStore(home: configuration.home)
+        if store.names().isEmpty {
+            throw MountError("no repositories in \(configuration.home.reposPath): add one with 'gitfs clone URL' first")
+        }
+        let cache: ContentCache
+        do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
+        resolver = Resolver(store: store, cache: cache, logger: logger)
+        filesystem = GitFileSystem(resolver: resolver, logger: logger)
+        var options = FuseMountOptions()
+        options.threads = max(1, configuration.threads)
+        options.debug = configuration.debug
+        options.fsName = Self.sourceName(pid: getpid())
+        do {
+            server = try FuseMount(filesystem: filesystem, mountpoint: configuration.mountpoint, options: options, logger: logger)
+        } catch {
+            throw MountError("\(error)")
+        }
+        let started = Date()
+        filesystem.setStatsSource { [weak self] in
+            guard let self else { return Array("{}\n".utf8) }
+            return self.statsJSON(uptime: Date().timeIntervalSince(started))
+        }
+    }
+
+    /// Serves until unmounted; enforces the cache size limit meanwhile.
+    public func serve() {
+        let enforcer = configuration.cacheMaxSize.map {
+            resolver.cache.startSizeEnforcer(maxSize: $0, interval: .seconds(30))
+        }
+        logger.info("serving", metadata: ["mountpoint": "\(configuration.mountpoint)", "threads": "\(configuration.threads)"])
+        server.serve()
+        enforcer?.stop()
+        resolver.cache.flushUsage()
+        logger.info("unmounted", metadata: ["mountpoint": "\(configuration.mountpoint)"])
+    }
+
+    /// Begins a clean unmount. Thread-safe and idempotent.
+    public func stop() { server.stop() }
+
+    /// SIGTERM, SIGINT and SIGHUP stop the mount cleanly.
+    public func installSignalHandlers() { server.installSignalHandlers() }
+
+    /// The counters of `.gitfs/stats` as one JSON object.
+    public func statsJSON(uptime: Double) -> [UInt8] {
+        let s = server.counters
+        let r = resolver.counters
+        let totals = resolver.cache.totals()
+        var fields: [(String, String)] = [
+            ("requests", "\(s.requests)"), ("reads", "\(s.reads)"), ("bytes_read", "\(s.bytesRead)"),
+            ("cache_hits", "\(r.cacheHits)"), ("cache_misses", "\(r.cacheMisses)"), ("blob_loads", "\(r.blobLoads)"),
+            ("singleflight_joins", "\(r.singleflightJoins)"), ("errors", "\(s.errors)"), ("inflight", "\(s.inflight)"),
+            ("cache_entries", "\(totals.entries)"), ("cache_bytes", "\(totals.diskBytes)"),
+            ("pid", "\(getpid())"), ("uptime_seconds", String(format: "%.1f", uptime)),
+            ("mountpoint", jsonString(configuration.mountpoint)), ("home", jsonString(configuration.home.path)),
+        ]
+        fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
+        let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")
+        return Array("{\n\(body)\n}\n".utf8)
+    }
+}
+
+/// Escapes a string as a JSON string literal.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
+        }
+    }
+    return out + "\""
+}
+
+/// Why a mount could not be made: one line that says what to do.
+public struct MountError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,307 @@
+import ContentCache
+import Foundation
+import FuseServer
+import GitStore
+import Logging
+import Resolver
+import Synchronization
+
+/// What an open file of the mount reads from.
+public enum GitFSHandle: Sendable {
+    case blob(BlobContent)
+    case bytes([UInt8])
+}
+
+/// The mount layout of DESIGN.md served through FuseServer: one directory per repository of the home,
+/// with `HEAD`, `branches/`, `tags/` and `commits/`, plus `.gitfs/stats`.
+/// Immutable content (everything under `commits/`) gets long kernel cache lifetimes; refs and the
+/// repository list are re-read at most about once a second. Thread-safe; holds no lock while reading git.
+public final class GitFileSystem: FuseFileSystem {
+    public typealias Node = GitFSNode
+    public typealias Handle = GitFSHandle
+
+    public let resolver: Resolver
+    let logger: Logger
+    let startTime = Int64(Date().timeIntervalSince1970)
+    /// Produces the JSON of `.gitfs/stats`; set by the mount once the server exists.
+    let statsSource = Mutex<(@Sendable () -> [UInt8])?>(nil)
+
+    /// Lifetime in the kernel of immutable nodes (everything under commits/).
+    static let immutableTTL: Double = 24 * 3600
+    /// Lifetime of nodes that change when refs move or repositories come and go.
+    static let mutableTTL: Double = 1
+
+    public init(resolver: Resolver, logger: Logger) {
+        self.resolver = resolver
+        self.logger = logger
+    }
+
+    public func setStatsSource(_ source: @escaping @Sendable () -> [UInt8]) {
+        statsSource.withLock { $0 = source }
+    }
+
+    public var rootNode: GitFSNode { .root }
+
+    // MARK: attributes
+
+    private func directory(mtime: Int64? = nil, ttl: Double = mutableTTL) -> NodeAttributes {
+        NodeAttributes(kind: .directory, permissions: 0o555, size: 0, mtime: mtime ?? startTime, linkCount: 1, ttl: ttl)
+    }
+
+    private func symlink(_ target: [UInt8], mtime: Int64? = nil, ttl: Double = mutableTTL) -> NodeAttributes {
+        NodeAttributes(kind: .symlink, permissions: 0o777, size: UInt64(target.count), mtime: mtime ?? startTime, ttl: ttl)
+    }
+
+    public func attributes(of node: GitFSNode) throws(Errno) -> NodeAttributes {
+        switch node {
+        case .root, .control, .repository, .refDirectory, .commits:
+            return directory()
+        case .stats:
+            return NodeAttributes(kind: .regularFile, permissions: 0o444, size: 0, mtime: Int64(Date().timeIntervalSince1970), ttl: 0)
+        case .head(let repo):
+            return symlink(try headTarget(repo))
+        case .ref(let repo, let kind, let name):
+            return symlink(try refTarget(repo, kind, name))
+        case .object(let o):
+            return try objectAttributes(o)
+        }
+    }
+
+    private func objectAttributes(_ o: ObjectNode) throws(Errno) -> NodeAttributes {
+        let mtime = try mapped { () throws(ResolverError) in try o.repo.view.commit(o.commit).committerTime }
+        let ttl = Self.immutableTTL
+        switch o.entry.kind {
+        case .directory, .submodule:
+            return directory(mtime: mtime, ttl: ttl)
+        case .file, .executable, .symlink:
+            let size = try mapped { () throws(ResolverError) in try o.repo.view.blobSize(o.entry.oid) }
+            let kind: NodeKind = o.entry.kind == .symlink ? .symlink : .regularFile
+            let perm: UInt16 = switch o.entry.kind {
+            case .executable: 0o555
+            case .symlink: 0o777
+            default: 0o444
+            }
+            return NodeAttributes(kind: kind, permissions: perm, size: UInt64(size), mtime: mtime, ttl: ttl)
+        }
+    }
+
+    // MARK: lookup
+
+    public func lookup(_ name: [UInt8], in parent: GitFSNode) throws(Errno) -> (node: GitFSNode, attributes: NodeAttributes) {
+        let child = try child(named: name, of: parent)
+        return (child, try attributes(of: child))
+    }
+
+    private func child(named name: [UInt8], of parent: GitFSNode) throws(Errno) -> GitFSNode {
+        let text = String(decoding: name, as: UTF8.self)
+        switch parent {
+        case .root:
+            if text == ".gitfs" { return .control }
+            guard (try? MirrorStore.validateName(text)) != nil,
+                  let view = try? resolver.repository(named: text) else { throw .noEntry }
+            return .repository(RepoRef(view: view))
+        case .control:
+            guard text == "stats" else { throw .noEntry }
+            return .stats
+        case .repository(let repo):
+            switch text {
+            case "HEAD":
+                let refs = try refsOf(repo)
+                guard refs.defaultBranch != nil else { throw .noEntry }
+                return .head(repo)
+            case "branches": return .refDirectory(repo, .branch, prefix: "")
+            case "tags": return .refDirectory(repo, .tag, prefix: "")
+            case "commits": return .commits(repo)
+            default: throw .noEntry
+            }
+        case .refDirectory(let repo, let kind, let prefix):
+            let full = prefix + text
+            let refs = try refList(repo, kind)
+            if refs.contains(where: { $0.name == full }) { return .ref(repo, kind, name: full) }
+            let dirPrefix = full + "/"
+            if refs.contains(where: { $0.name.hasPrefix(dirPrefix) }) { return .refDirectory(repo, kind, prefix: dirPrefix) }
+            throw .noEntry
+        case .commits(let repo):
+            guard let id = ObjectID(hex: text) else { throw .noEntry }
+            guard let info = try? repo.view.commit(id) else { throw .noEntry }
+            return .object(ObjectNode(repo: repo, commit: id, path: [],
+                                      entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree)))
+        case .object(let o):
+            guard o.entry.kind == .directory else {
+                if o.entry.kind == .submodule { throw .noEntry }
+                throw .notDirectory
+            }
+            let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
+            guard let e = tree.entry(named: name) else { throw .noEntry }
+            return .object(ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e))
+        case .head, .ref, .stats:
+            throw .notDirectory
+        }
+    }
+
+    private func childPath(_ parent: [UInt8], _ name: [UInt8]) -> [UInt8] {
+        parent.isEmpty ? name : parent + [0x2F] + name
+    }
+
+    // MARK: directories
+
+    public func readDirectory(_ node: GitFSNode) throws(Errno) -> (entries: [DirectoryEntry<GitFSNode>], options: OpenedDirectory) {
+        var out: [DirectoryEntry<GitFSNode>] = []
+        func add(_ name: String, _ child: GitFSNode) throws(Errno) {
+            out.append(DirectoryEntry(name: Array(name.utf8), node: child, attributes: try attributes(of: child)))
+        }
+        switch node {
+        case .root:
+            try add(".gitfs", .control)
+            for name in resolver.store.names() {
+                guard let view = try? resolver.repository(named: name) else { continue }
+                try add(name, .repository(RepoRef(view: view)))
+            }
+            return (out, OpenedDirectory(cacheEntries: false))
+        case .control:
+            try add("stats", .stats)
+            return (out, OpenedDirectory(cacheEntries: false))
+        case .repository(let repo):
+            if try refsOf(repo).defaultBranch != nil { try add("HEAD", .head(repo)) }
+            try add("branches", .refDirectory(repo, .branch, prefix: ""))
+            try add("tags", .refDirectory(repo, .tag, prefix: ""))
+            try add("commits", .commits(repo))
+            return (out, OpenedDirectory(cacheEntries: false))
+        case .refDirectory(let repo, let kind, let prefix):
+            var seenDirs = Set<String>()
+            for ref in try refList(repo, kind) where ref.name.hasPrefix(prefix) {
+                let rest = ref.name.dropFirst(prefix.count)
+                if let slash = rest.firstIndex(of: "/") {
+                    let dir = String(rest[..<slash])
+                    if seenDirs.insert(dir).inserted {
+                        try add(dir, .refDirectory(repo, kind, prefix: prefix + dir + "/"))
+                    }
+                } else {
+                    try add(String(rest), .ref(repo, kind, name: ref.name))
+                }
+            }
+            return (out, OpenedDirectory(cacheEntries: false))
+        case .commits(let repo):
+            let refs = try refsOf(repo)
+            var seen = Set<ObjectID>()
+            for ref in refs.branches + refs.tags where seen.insert(ref.target).inserted {
+                guard let info = try? repo.view.commit(ref.target) else { continue }
+                try add(ref.target.hex, .object(ObjectNode(repo: repo, commit: ref.target, path: [],
+                                                           entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree))))
+            }
+            return (out, OpenedDirectory(cacheEntries: false))
+        case .object(let o):
+            guard o.entry.kind == .directory || o.entry.kind == .submodule else { throw .notDirectory }
+            if o.entry.kind == .submodule { return ([], OpenedDirectory(cacheEntries: true)) }
+            let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
+            out.reserveCapacity(tree.entries.count)
+            for e in tree.entries {
+                let child = ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e)
+                out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(child)))
+            }
+            return (out, OpenedDirectory(cacheEntries: true))
+        case .head, .ref, .stats:
+            throw .notDirectory
+        }
+    }
+
+    // MARK: links
+
+    public func readLink(_ node: GitFSNode) throws(Errno) -> [UInt8] {
+        switch node {
+        case .head(let repo): return try headTarget(repo)
+        case .ref(let repo, let kind, let name): return try refTarget(repo, kind, name)
+        case .object(let o) where o.entry.kind == .symlink:
+            return try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid).readAll() }
+        default: throw .invalid
+        }
+    }
+
+    private func headTarget(_ repo: RepoRef) throws(Errno) -> [UInt8] {
+        guard let branch = try refsOf(repo).defaultBranch else { throw .noEntry }
+        return Array("branches/\(branch)".utf8)
+    }
+
+    private func refTarget(_ repo: RepoRef, _ kind: RefKind, _ name: String) throws(Errno) -> [UInt8] {
+        guard let ref = try refList(repo, kind).first(where: { $0.name == name }) else { throw .noEntry }
+        let depth = name.split(separator: "/", omittingEmptySubsequences: false).count
+        return Array((String(repeating: "../", count: depth) + "commits/" + ref.target.hex).utf8)
+    }
+
+    private func refsOf(_ repo: RepoRef) throws(Errno) -> RefSnapshot {
+        try mapped { () throws(ResolverError) in try repo.view.refs() }
+    }
+
+    private func refList(_ repo: RepoRef, _ kind: RefKind) throws(Errno) -> [Ref] {
+        let refs = try refsOf(repo)
+        return kind == .branch ? refs.branches : refs.tags
+    }
+
+    // MARK: files
+
+    public func open(_ node: GitFSNode) throws(Errno) -> OpenedFile<GitFSHandle> {
+        switch node {
+        case .stats:
+            let bytes = statsSource.withLock { $0 }?() ?? Array("{}\n".utf8)
+            return OpenedFile(handle: .bytes(bytes), keepCache: false, directIO: true)
+        case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
+            let content = try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid) }
+            return OpenedFile(handle: .blob(content), keepCache: true, directIO: false)
+        case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
+            throw .isDirectory
+        case .root, .control, .repository, .refDirectory, .commits:
+            throw .isDirectory
+        default:
+            throw .invalid
+        }
+    }
+
+    public func read(_ handle: GitFSHandle, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        switch handle {
+        case .bytes(let bytes):
+            guard offset < bytes.count else { return 0 }
+            let n = min(buffer.count, bytes.count - offset)
+            bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
+            return n
+        case .blob(let content):
+            return try mapped { () throws(ResolverError) in try content.read(offset: offset, into: buffer) }
+        }
+    }
+
+    public func release(_ handle: GitFSHandle) {}
+
+    public func extendedAttributes(of node: GitFSNode) throws(Errno) -> [(name: String, value: [UInt8])] {
+        switch node {
+        case .object(let o):
+            return [("user.git.oid", Array(o.entry.oid.hex.utf8)), ("user.git.commit", Array(o.commit.hex.utf8))]
+        case .ref(let repo, let kind, let name):
+            guard let ref = try refList(repo, kind).first(where: { $0.name == name }) else { throw .noEntry }
+            return [("user.git.oid", Array(ref.target.hex.utf8))]
+        default:
+            return []
+        }
+    }
+
+    public func statistics() -> (totalBytes: UInt64, files: UInt64) {
+        let totals = resolver.cache.totals()
+        return (UInt64(max(0, totals.diskBytes)), UInt64(max(0, totals.entries)))
+    }
+
+    // MARK: errors
+
+    /// Runs a resolver call, turning its error into the errno the kernel gets (logged unless ENOENT).
+    private func mapped<T>(_ body: () throws(ResolverError) -> T) throws(Errno) -> T {
+        do {
+            return try body()
+        } catch {
+            switch error {
+            case .notFound: throw .noEntry
+            case .notADirectory: throw .notDirectory
+            case .git(let g) where g.kind == .notFound: throw .noEntry
+            default:
+                logger.error("request failed", metadata: ["error": "\(error)"])
+                throw .io
+            }
+        }
+    }
+}

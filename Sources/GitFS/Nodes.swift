@@ -1,0 +1,44 @@
+import GitStore
+import Resolver
+
+/// A repository view compared by identity: a mirror removed and cloned again under the same name is a
+/// new repository with new nodes.
+public struct RepoRef: Hashable, Sendable {
+    let view: RepoView
+    public static func == (a: RepoRef, b: RepoRef) -> Bool { a.view === b.view }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(view)) }
+}
+
+/// Which kind of ref a `branches/` or `tags/` directory holds.
+public enum RefKind: Hashable, Sendable { case branch, tag }
+
+/// A file or directory below `commits/<id>/`. Its identity is (repository, commit, path); the entry
+/// (mode and object id) rides along so attributes and reads need no tree walk.
+public struct ObjectNode: Hashable, Sendable {
+    let repo: RepoRef
+    let commit: ObjectID
+    let path: [UInt8]
+    let entry: TreeEntry
+
+    public static func == (a: ObjectNode, b: ObjectNode) -> Bool {
+        a.commit == b.commit && a.path == b.path && a.repo == b.repo
+    }
+    public func hash(into h: inout Hasher) {
+        h.combine(repo)
+        h.combine(commit)
+        h.combine(path)
+    }
+}
+
+/// Every kind of node the mount shows (see DESIGN.md "Mount layout").
+public enum GitFSNode: Hashable, Sendable {
+    case root
+    case control                               // .gitfs/
+    case stats                                 // .gitfs/stats
+    case repository(RepoRef)                   // NAME/
+    case head(RepoRef)                         // NAME/HEAD
+    case refDirectory(RepoRef, RefKind, prefix: String)  // NAME/branches/, NAME/branches/feature/ ...
+    case ref(RepoRef, RefKind, name: String)   // NAME/branches/<branch>, NAME/tags/<tag>
+    case commits(RepoRef)                      // NAME/commits/
+    case object(ObjectNode)                    // NAME/commits/<id>/... (the commit dir itself has path [])
+}

@@ -1,0 +1,67 @@
+import Synchronization
+
+/// A map bounded in bytes with approximately least-recently-used eviction, split into shards so that
+/// lookups on different keys rarely contend. Each shard keeps two generations: hits in the old
+/// generation are promoted; when the young generation exceeds its share of the budget, the old one is
+/// dropped whole. Memory is therefore at most `maxBytes` (plus per-entry overhead estimates).
+/// Thread-safe: every operation takes only its key's shard lock.
+final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+    private struct Generations: ~Copyable {
+        var young: [Key: (Value, Int)] = [:]
+        var old: [Key: (Value, Int)] = [:]
+        var youngBytes = 0
+    }
+
+    private final class Shard: Sendable {
+        let state = Mutex(Generations())
+    }
+
+    private let shards: [Shard]
+    private let bytesPerGeneration: Int
+
+    /// - Parameters:
+    ///   - maxBytes: the total budget across shards.
+    ///   - shardCount: number of independent locks.
+    init(maxBytes: Int, shardCount: Int = 16) {
+        shards = (0..<shardCount).map { _ in Shard() }
+        bytesPerGeneration = max(1, maxBytes / shardCount / 2)
+    }
+
+    private func shard(_ key: Key) -> Int {
+        Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))
+    }
+
+    /// The cached value, promoting it to the young generation.
+    func value(for key: Key) -> Value? {
+        shards[shard(key)].state.withLock { g in
+            if let hit = g.young[key] { return hit.0 }
+            if let hit = g.old.removeValue(forKey: key) {
+                Self.insert(&g, key, hit.0, hit.1, limit: bytesPerGeneration)
+                return hit.0
+            }
+            return nil
+        }
+    }
+
+    /// Stores a value with its approximate size in bytes.
+    func set(_ value: Value, for key: Key, bytes: Int) {
+        shards[shard(key)].state.withLock { g in
+            Self.insert(&g, key, value, bytes, limit: bytesPerGeneration)
+        }
+    }
+
+    private static func insert(_ g: inout Generations, _ key: Key, _ value: Value, _ bytes: Int, limit: Int) {
+        if let previous = g.young.updateValue((value, bytes), forKey: key) {
+            g.youngBytes -= previous.1
+        }
+        g.youngBytes += bytes
+        if g.youngBytes > limit {
+            g.old = g.young
+            g.young = [:]
+            g.youngBytes = 0
+        }
+    }
+
+    /// Number of cached values (for tests and stats).
+    var count: Int { shards.reduce(0) { sum, s in sum + s.state.withLock { $0.young.count + $0.old.count } } }
+}

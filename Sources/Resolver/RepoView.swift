@@ -1,0 +1,245 @@
+import ContentCache
+import Foundation
+import GitStore
+import Logging
+import Synchronization
+
+/// One repository as the mount and the commands read it: refs (re-read at most once a second, so a
+/// fetch shows within about a second), commits, parsed trees and blob sizes from bounded in-memory
+/// caches, and blob content through the content cache with single-flight loading from the packs.
+/// Thread-safe; no lock is held while reading git or the cache.
+public final class RepoView: Sendable {
+    public let repository: Repository
+    public var name: String { repository.name }
+    unowned let resolver: Resolver
+
+    private struct RefsState: Sendable {
+        var snapshot: RefSnapshot?
+        var readAt: ContinuousClock.Instant?
+    }
+    private let refsState = Mutex(RefsState())
+
+    /// How long a refs snapshot is reused before it is re-read from disk.
+    static let refsLifetime: Duration = .milliseconds(500)
+
+    init(repository: Repository, resolver: Resolver) {
+        self.repository = repository
+        self.resolver = resolver
+    }
+
+    // MARK: refs
+
+    /// Branches, tags and default branch, at most `refsLifetime` old.
+    public func refs() throws(ResolverError) -> RefSnapshot {
+        let now = ContinuousClock.now
+        if let fresh = refsState.withLock({ s -> RefSnapshot? in
+            if let snap = s.snapshot, let at = s.readAt, now - at < Self.refsLifetime { return snap }
+            return nil
+        }) { return fresh }
+        let snap: RefSnapshot
+        do { snap = try repository.refs() } catch { throw .git(error) }
+        refsState.withLock { s in s.snapshot = snap; s.readAt = now }
+        return snap
+    }
+
+    /// Resolves a revision (branch, tag, id, `REV~N`) to a commit id.
+    public func resolve(_ rev: String) throws(ResolverError) -> ObjectID {
+        do { return try repository.resolve(rev) } catch { throw .git(error) }
+    }
+
+    // MARK: objects
+
+    /// The commit, from the bounded cache.
+    public func commit(_ id: ObjectID) throws(ResolverError) -> CommitInfo {
+        if let c = resolver.commits.value(for: id) { return c }
+        let c: CommitInfo
+        do { c = try repository.commit(id) } catch { throw .git(error) }
+        resolver.commits.set(c, for: id, bytes: 96 + c.parents.count * 24)
+        return c
+    }
+
+    /// The tree with unsafe names removed, from the bounded cache.
+    public func tree(_ id: ObjectID) throws(ResolverError) -> ParsedTree {
+        if let t = resolver.trees.value(for: id) { return t }
+        let raw: [TreeEntry]
+        do { raw = try repository.tree(id) } catch { throw .git(error) }
+        let logger = resolver.logger
+        let parsed = ParsedTree(entries: raw) { hidden in
+            logger.warning("hiding tree entry with a name git would not check out", metadata: [
+                "repository": "\(self.name)", "tree": "\(id)", "name": "\(hidden.name.debugDescription)",
+            ])
+        }
+        resolver.trees.set(parsed, for: id, bytes: parsed.approximateBytes)
+        return parsed
+    }
+
+    /// A blob's size from its object header (never inflates), from the bounded cache.
+    public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
+        if let s = resolver.sizes.value(for: id) { return s }
+        let size: Int
+        do { size = try repository.header(id).size } catch { throw .git(error) }
+        resolver.sizes.set(size, for: id, bytes: 48)
+        return size
+    }
+
+    /// The entry at `path` ("a/b/c", "" for the root tree) of a commit, walking cached trees.
+    public func entry(commit: ObjectID, path: String) throws(ResolverError) -> TreeEntry {
+        let info = try self.commit(commit)
+        var current = TreeEntry(name: [], mode: 0o040000, oid: info.tree)
+        for component in path.split(separator: "/", omittingEmptySubsequences: true) {
+            guard current.kind == .directory else { throw .notADirectory(path) }
+            guard let next = try tree(current.oid).entry(named: Array(component.utf8)) else {
+                throw .notFound("path '\(path)'")
+            }
+            current = next
+        }
+        return current
+    }
+
+    // MARK: content
+
+    /// Opens a blob's content: from the content cache on a hit; on a miss, loaded once from the packs
+    /// (single-flight across every concurrent caller), verified and written to the cache.
+    public func openBlob(_ id: ObjectID) throws(ResolverError) -> BlobContent {
+        let key = id.withUnsafeBytes { CacheKey(raw: $0) }
+        if let entry = resolver.cache.lookup(key) {
+            resolver.hits.add(1, ordering: .relaxed)
+            return BlobContent(id: id, view: self, loaded: .cached(entry))
+        }
+        resolver.misses.add(1, ordering: .relaxed)
+        return BlobContent(id: id, view: self, loaded: try load(id, key: key))
+    }
+
+    /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.
+    public func ensureCached(_ id: ObjectID) throws(ResolverError) -> Bool {
+        let key = id.withUnsafeBytes { CacheKey(raw: $0) }
+        if resolver.cache.contains(key) { return false }
+        _ = try load(id, key: key)
+        return true
+    }
+
+    /// Loads a blob out of the packs through the single-flight loader.
+    func load(_ id: ObjectID, key: CacheKey) throws(ResolverError) -> LoadedBlob {
+        let resolver = self.resolver
+        let outcome: (value: LoadedBlob, joined: Bool)
+        do {
+            outcome = try resolver.loads.run(id) { () throws(ResolverError) -> LoadedBlob in
+                // Another process (or a load that just finished) may have filled it meanwhile.
+                if let entry = resolver.cache.lookup(key) { return .cached(entry) }
+                resolver.blobLoads.add(1, ordering: .relaxed)
+                return try self.loadFromPacks(id, key: key)
+            }
+        } catch let e as ResolverError {
+            throw e
+        } catch {
+            throw .notFound("\(error)")
+        }
+        if outcome.joined { resolver.joins.add(1, ordering: .relaxed) }
+        return outcome.value
+    }
+
+    private func loadFromPacks(_ id: ObjectID, key: CacheKey) throws(ResolverError) -> LoadedBlob {
+        let resolver = self.resolver
+        let result: Result<LoadedBlob, ResolverError>
+        do {
+            result = try repository.withBlob(id) { content -> Result<LoadedBlob, ResolverError> in
+                do {
+                    try resolver.cache.store(key, content: content)
+                } catch let error as CacheError {
+                    if error.kind == .verifyFailed {
+                        return .failure(.cache(error))
+                    }
+                    // Full disk or I/O trouble: serve from the pack anyway; the cache logs it once.
+                    guard GitHash.blobID(of: content) == id else { return .failure(.cache(error)) }
+                    return .success(.memory(Array(content)))
+                } catch {
+                    return .failure(.notFound("\(error)"))
+                }
+                if content.count <= resolver.memoryServeLimit {
+                    return .success(.memory(Array(content)))
+                }
+                if let entry = resolver.cache.lookup(key) { return .success(.cached(entry)) }
+                return .success(.memory(Array(content)))
+            }
+        } catch let e as GitStoreError {
+            throw .git(e)
+        } catch {
+            throw .notFound("blob \(id)")
+        }
+        return try result.get()
+    }
+}
+
+/// The content of one blob, opened for reading. Thread-safe: reads at any offsets from many threads.
+/// A cache entry found damaged while reading is dropped and the blob reloaded from the packs, so damaged
+/// bytes are never returned.
+public final class BlobContent: Sendable {
+    public let id: ObjectID
+    let view: RepoView
+    private let loaded: Mutex<LoadedBlob>
+
+    init(id: ObjectID, view: RepoView, loaded: LoadedBlob) {
+        self.id = id
+        self.view = view
+        self.loaded = Mutex(loaded)
+    }
+
+    /// Content size in bytes.
+    public var size: Int {
+        switch loaded.withLock({ $0 }) {
+        case .cached(let e): return e.size
+        case .memory(let b): return b.count
+        }
+    }
+
+    /// Copies bytes from `offset` until the buffer is full or the content ends; returns the count.
+    public func read(offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ResolverError) -> Int {
+        var attempts = 0
+        while true {
+            let current = loaded.withLock { $0 }
+            switch current {
+            case .memory(let bytes):
+                guard offset < bytes.count else { return 0 }
+                let n = min(buffer.count, bytes.count - offset)
+                bytes.withUnsafeBytes { src in
+                    buffer.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n)
+                }
+                return n
+            case .cached(let entry):
+                do {
+                    var done = 0
+                    while done < buffer.count {
+                        let n = try entry.read(offset: offset + done,
+                                               into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                        if n == 0 { break }
+                        done += n
+                    }
+                    return done
+                } catch {
+                    attempts += 1
+                    view.resolver.logger.error("damaged cache entry, reloading from the packs", metadata: [
+                        "object": "\(id)", "error": "\(error)",
+                    ])
+                    guard attempts < 3 else { throw .cache(error) }
+                    let key = id.withUnsafeBytes { CacheKey(raw: $0) }
+                    let reloaded = try view.load(id, key: key)
+                    loaded.withLock { $0 = reloaded }
+                }
+            }
+        }
+    }
+
+    /// The whole content (for `gitfs cat` and small files such as symlink targets).
+    public func readAll() throws(ResolverError) -> [UInt8] {
+        let total = size
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(total, 1), alignment: 1)
+        defer { buffer.deallocate() }
+        var done = 0
+        while done < total {
+            let n = try read(offset: done, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<total]))
+            if n == 0 { break }
+            done += n
+        }
+        return Array(buffer.prefix(done))
+    }
+}
