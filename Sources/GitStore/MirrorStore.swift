@@ -82,32 +82,30 @@ public struct MirrorStore: Sendable {
         var keepTmp = false
         defer { if !keepTmp { FileSystem.removeTree(tmp) } }
 
-        let box = CallbackBox(progress: progress)
-        var opts = git_clone_options()
-        git_clone_options_init(&opts, UInt32(GIT_CLONE_OPTIONS_VERSION))
-        opts.bare = 1
-        opts.local = GIT_CLONE_NO_LOCAL // always through the transport: one clean pack
-        opts.remote_cb = { out, repo, remoteName, remoteURL, _ in
-            MirrorStore.createMirrorRemote(out, repo, remoteName, remoteURL)
-        }
-        MirrorStore.setCallbacks(&opts.fetch_opts.callbacks, box)
-        opts.fetch_opts.update_fetchhead = 0
-        opts.fetch_opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE // the refspec takes every tag
         var repo: OpaquePointer?
-        let rc = withExtendedLifetime(box) {
-            source.withCString { src in tmp.withCString { dst in git_clone(&repo, src, dst, &opts) } }
+        var iopts = git_repository_init_options()
+        git_repository_init_options_init(&iopts, UInt32(GIT_REPOSITORY_INIT_OPTIONS_VERSION))
+        iopts.flags = GIT_REPOSITORY_INIT_BARE.rawValue | GIT_REPOSITORY_INIT_MKPATH.rawValue | GIT_REPOSITORY_INIT_NO_REINIT.rawValue
+        let irc = git_repository_init_ext(&repo, tmp, &iopts)
+        guard irc == 0, let repo else {
+            throw GitStoreError(.io, "cannot create a repository in \(tmp): \(GitStoreError.lastGitMessage(irc))")
         }
-        guard rc == 0, let repo else {
-            let msg = GitStoreError.lastGitMessage(rc)
-            throw GitStoreError(.network, "cloning \(source) failed: \(msg); nothing was created — check the URL and that the remote is reachable")
+        do {
+            defer { git_repository_free(repo) }
+            var remote: OpaquePointer?
+            let rrc = MirrorStore.createMirrorRemote(&remote, repo, "origin", source)
+            guard rrc == 0, let remote else {
+                throw GitStoreError(.other, "cannot configure the remote \(source): \(GitStoreError.lastGitMessage(rrc))")
+            }
+            defer { git_remote_free(remote) }
+            let defaultBranch: String?
+            do {
+                defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: false)
+            } catch {
+                throw GitStoreError(.network, "cloning \(source) failed: \(error.message); nothing was created — check the URL and that the remote is reachable")
+            }
+            MirrorStore.setHead(repo, defaultBranch)
         }
-        // A mirror has no remote-tracking refs (git_clone may write refs/remotes/origin/HEAD).
-        var stray: OpaquePointer?
-        if git_reference_lookup(&stray, repo, "refs/remotes/origin/HEAD") == 0, let stray {
-            git_reference_delete(stray)
-            git_reference_free(stray)
-        }
-        git_repository_free(repo)
         FetchRecord(seq: 0, time: Date().timeIntervalSince1970, changes: []).write(mirror: tmp)
 
         if rename(tmp, final) != 0 {
@@ -213,18 +211,13 @@ public struct MirrorStore: Sendable {
         }
         defer { git_remote_free(remote) }
         let url = git_remote_url(remote).map { String(cString: $0) } ?? "?"
-        let box = CallbackBox(progress: progress)
-        var opts = git_fetch_options()
-        git_fetch_options_init(&opts, UInt32(GIT_FETCH_OPTIONS_VERSION))
-        opts.prune = GIT_FETCH_PRUNE
-        opts.update_fetchhead = 0
-        opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE
-        MirrorStore.setCallbacks(&opts.callbacks, box)
-        let rc = withExtendedLifetime(box) { git_remote_fetch(remote, nil, &opts, "gitfs fetch") }
-        guard rc == 0 else {
-            throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(GitStoreError.lastGitMessage(rc)); refs unchanged — check the network and the URL, then retry")
+        let defaultBranch: String?
+        do {
+            defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: true)
+        } catch {
+            throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(error.message); refs unchanged — check the network and the URL, then retry")
         }
-        MirrorStore.updateHead(handle.repo, remote)
+        MirrorStore.setHead(handle.repo, defaultBranch)
 
         let new = try Repository.rawRefs(handle.repo, name: name)
         var changes: [RefChange] = []
@@ -237,19 +230,63 @@ public struct MirrorStore: Sendable {
         return changes
     }
 
-    /// Points HEAD at the remote's default branch (`git_remote_default_branch`) when that branch exists
-    /// locally; best effort.
-    private static func updateHead(_ repo: OpaquePointer, _ remote: OpaquePointer) {
+    /// One transfer from the remote: `git_remote_connect`, `git_remote_default_branch`,
+    /// `git_remote_download`, `git_remote_update_tips` (refs move only after the pack is in), and with
+    /// `prune` `git_remote_prune`. Returns the remote's default branch ("refs/heads/..."), if it has one.
+    static func transfer(_ remote: OpaquePointer, progress: (@Sendable (TransferProgress) -> Void)?, prune: Bool) throws(GitStoreError) -> String? {
+        let box = CallbackBox(progress: progress)
+        defer { withExtendedLifetime(box) {} }
+        var cb = git_remote_callbacks()
+        git_remote_init_callbacks(&cb, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
+        setCallbacks(&cb, box)
+        func fail(_ rc: Int32) -> GitStoreError { GitStoreError(.network, GitStoreError.lastGitMessage(rc)) }
+        var rc = git_remote_connect(remote, GIT_DIRECTION_FETCH, &cb, nil, nil)
+        guard rc == 0 else { throw fail(rc) }
+        defer { git_remote_disconnect(remote) }
+        var defaultBranch: String?
         var buf = git_buf()
-        defer { git_buf_dispose(&buf) }
-        guard git_remote_default_branch(&buf, remote) == 0, let p = buf.ptr else { return }
-        let target = String(cString: p)
-        guard target.hasPrefix("refs/heads/") else { return }
-        var ref: OpaquePointer?
-        guard git_reference_lookup(&ref, repo, target) == 0 else { return }
-        git_reference_free(ref)
+        if git_remote_default_branch(&buf, remote) == 0, let p = buf.ptr { defaultBranch = String(cString: p) }
+        git_buf_dispose(&buf)
+        var opts = git_fetch_options()
+        git_fetch_options_init(&opts, UInt32(GIT_FETCH_OPTIONS_VERSION))
+        opts.callbacks = cb
+        opts.update_fetchhead = 0
+        opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE // the refspec takes every tag
+        opts.prune = prune ? GIT_FETCH_PRUNE : GIT_FETCH_NO_PRUNE
+        rc = git_remote_download(remote, nil, &opts)
+        guard rc == 0 else { throw fail(rc) }
+        rc = git_remote_update_tips(remote, &cb, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, "gitfs fetch")
+        guard rc == 0 else { throw fail(rc) }
+        if prune {
+            rc = git_remote_prune(remote, &cb)
+            guard rc == 0 else { throw fail(rc) }
+        }
+        return defaultBranch
+    }
+
+    /// Points HEAD at `branch` (a full "refs/heads/..." name) when that branch exists locally
+    /// (`git_reference_symbolic_create`); otherwise, when HEAD names no existing branch, at main or master
+    /// if present. Best effort.
+    static func setHead(_ repo: OpaquePointer, _ branch: String?) {
+        func exists(_ ref: String) -> Bool {
+            var r: OpaquePointer?
+            guard git_reference_lookup(&r, repo, ref) == 0 else { return false }
+            git_reference_free(r)
+            return true
+        }
+        var target = branch.flatMap { $0.hasPrefix("refs/heads/") && exists($0) ? $0 : nil }
+        if target == nil {
+            var head: OpaquePointer?
+            if git_reference_lookup(&head, repo, "HEAD") == 0, let head {
+                let current = git_reference_symbolic_target(head).map { String(cString: $0) }
+                git_reference_free(head)
+                if let current, exists(current) { return }
+            }
+            target = ["refs/heads/main", "refs/heads/master"].first(where: exists)
+        }
+        guard let target else { return }
         var head: OpaquePointer?
-        if git_reference_symbolic_create(&head, repo, "HEAD", target, 1, "gitfs fetch: remote HEAD") == 0 {
+        if git_reference_symbolic_create(&head, repo, "HEAD", target, 1, "gitfs: remote HEAD") == 0 {
             git_reference_free(head)
         }
     }

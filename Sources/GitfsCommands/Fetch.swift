@@ -17,8 +17,8 @@ struct Fetch: ParsableCommand {
         var failed = false
         for name in targets {
             do {
-                for change in try store.fetch(name: name) { print("\(name) \(change.line)") }
-                fflush(stdout)
+                let lines = try store.fetch(name: name).map { "\(name) \($0.line)\n" }.joined()
+                try StandardOutput.write(Array(lines.utf8))
             } catch {
                 FileHandle.standardError.write(Data("gitfs: error: \(error)\n".utf8))
                 failed = true

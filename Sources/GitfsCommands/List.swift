@@ -19,7 +19,7 @@ struct List: ParsableCommand {
                  "branches": i.branchCount, "tags": i.tagCount,
                  "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk]
             }
-            let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
             return
         }
