@@ -80,7 +80,7 @@ struct Mount: ParsableCommand {
         let logDir = home.path + "/logs"
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
         let logPath = logDir + "/mount-" + mountpoint.replacingOccurrences(of: "/", with: "_") + ".log"
-        var args = [CommandLine.arguments[0], "--home", home.path, "mount", mountpoint, "--foreground",
+        var args = [CommandLine.arguments[0], "mount", mountpoint, "--home", home.path, "--foreground",
                     "--threads", "\(threads)", "--log-file", logPath]
         if let s = cacheMaxSize { args += ["--cache-max-size", s] }
         if debug { args.append("--debug") }
