@@ -135,6 +135,9 @@ func runBenchmark(repo: String, work: String) {
     for o in offsets { _ = small.withUnsafeMutableBytes { pread(pfd, $0.baseAddress, 4096, off_t(o)) } }
     let plainT = (now() - t0) / Double(reads)
     close(pfd)
+    let (_, bc) = sh("zstd -1 -q -f '\(plain)' -o '\(plain).zst'")
+    let (_, bd) = sh("zstd -d -q -c '\(plain).zst' > /dev/null")
+    print("100 MB entry, zstd CLI: compress -1 \(mb(big.count, bc)), decompress \(mb(big.count, bd))")
     print("random 4 KiB reads from a 100 MB entry (\(reads) reads): plain file pread \(f2(plainT * 1e6)) us/read")
     for log2 in [16, 17, 18] {
         let dir = work + "/cache-\(log2)"
@@ -151,7 +154,7 @@ func runBenchmark(repo: String, work: String) {
         var off = 0
         while off < big.count { off += try! buf.withUnsafeMutableBytes { try e.read(offset: off, into: $0) } }
         let seq = now() - t0
-        print("  chunk \(1 << (log2 - 10)) KiB: \(f2(ct * 1e6)) us/read = \(f2(ct / plainT))x plain; compressed \(f2(Double(e.storedSize) / Double(big.count))) of raw; store \(mb(big.count, st)); sequential 128 KiB reads \(mb(big.count, seq))")
+        print("  chunk \(1 << (log2 - 10)) KiB: \(f2(ct * 1e6)) us/read = \(f2(ct / plainT))x plain; compressed \(f2(Double(e.storedSize) / Double(big.count))) of raw; store \(mb(big.count, st)) = \(f2(bc / st))x the zstd -1 CLI speed; sequential 128 KiB reads \(mb(big.count, seq)) = \(f2(bd / seq))x the zstd -d CLI speed")
     }
     sh("rm -rf '\(work)'")
 }

@@ -49,8 +49,8 @@ public final class ContentCache: Sendable {
 
     /// The only format this build reads and writes (the VERSION file's first line).
     public static let formatVersion = "gitfs-cache 1"
-    /// Default chunk size: 128 KiB (see cache-layout.md for the measurements behind it).
-    public static let defaultChunkLog2 = 17
+    /// Default chunk size: 64 KiB (see cache-layout.md for the measurements behind it).
+    public static let defaultChunkLog2 = 16
     /// Records whose encoded size is at most this go to segments; larger entries get their own file.
     static let smallRecordLimit = 32 << 10
     /// A segment is sealed (and a new one started) when it would grow past this.

@@ -1,2 +1,0 @@
-import Testing
-@Test func placeholderContentCacheTests() { #expect(Bool(true)) }
