@@ -156,7 +156,6 @@ func runBenchmark(repo: String, work: String) {
         let seq = now() - t0
         print("  chunk \(1 << (log2 - 10)) KiB: \(f2(ct * 1e6)) us/read = \(f2(ct / plainT))x plain; compressed \(f2(Double(e.storedSize) / Double(big.count))) of raw; store \(mb(big.count, st)) = \(f2(bc / st))x the zstd -1 CLI speed; sequential 128 KiB reads \(mb(big.count, seq)) = \(f2(bd / seq))x the zstd -d CLI speed")
     }
-    sh("rm -rf '\(work)'")
 }
 
 let args = CommandLine.arguments
@@ -170,6 +169,7 @@ case "run":
         i += 2
     }
     runBenchmark(repo: repo, work: work)
+    sh("rm -rf '\(work)'")
 case "store-random":
     guard args.count == 4, let n = Int(args[3]) else { die("usage: store-random CACHE_DIR BYTES") }
     var bytes = [UInt8](repeating: 0, count: n)

@@ -407,8 +407,8 @@ extension ContentCache {
             defer { for t in inv.staleTemps where t.fd >= 0 { SystemIO.close(t.fd) } }
             var report = VerifyReport()
             for j in inv.junk {
-                if repair { SystemIO.unlink(j.path) }
-                report.bad.append(BadEntry(key: j.key, location: j.path, reason: j.reason, removed: repair))
+                let removed = repair && SystemIO.removeTree(j.path)
+                report.bad.append(BadEntry(key: j.key, location: j.path, reason: j.reason, removed: removed))
             }
             for f in inv.files {
                 report.checked += 1

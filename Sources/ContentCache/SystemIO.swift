@@ -90,6 +90,15 @@ enum SystemIO {
     @discardableResult
     static func unlink(_ path: String) -> Bool { Glibc.unlink(path) == 0 }
 
+    /// Removes a file, or a folder with everything in it (`unlink`/`rmdir`). True when gone.
+    static func removeTree(_ path: String) -> Bool {
+        if let st = lstat(path), (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in list(path) { _ = removeTree(path + "/" + name) }
+            return Glibc.rmdir(path) == 0
+        }
+        return unlink(path)
+    }
+
     /// Removes `path` only if it is still the file `fd` has open (same device and inode), so a
     /// newer copy published by another process is never deleted.
     static func unlinkIfSame(_ path: String, fd: Int32) {
