@@ -295,14 +295,14 @@ extension FuseMount: RequestHandler {
             }
             let opened = try filesystem.open(try node(ino))
             let box = Unmanaged.passRetained(HandleBox(opened.handle))
-            fi.pointee.fh = UInt64(UInt(bitPattern: box.toOpaque()))
+            let fh = UInt64(UInt(bitPattern: box.toOpaque()))
+            openHandles.insert(fh, isDirectory: false)
+            fi.pointee.fh = fh
             fi.pointee.keep_cache = opened.keepCache ? 1 : 0
             fi.pointee.direct_io = opened.directIO ? 1 : 0
             fi.pointee.noflush = 1
-            let fs = filesystem
-            return .open(fi, undo: {
-                let handle = box.takeRetainedValue().handle
-                fs.release(handle)
+            return .open(fi, undo: { [self] in
+                if openHandles.remove(fh) { filesystem.release(box.takeRetainedValue().handle) }
             })
         }
     }
@@ -328,7 +328,7 @@ extension FuseMount: RequestHandler {
 
     func release(_ req: OpaquePointer, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serveRequest(req, "release", ino) { () throws(Errno) -> Reply in
-            if let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
+            if let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)), openHandles.remove(fi.pointee.fh) {
                 let handle = Unmanaged<HandleBox<FS.Handle>>.fromOpaque(raw).takeRetainedValue().handle
                 fi.pointee.fh = 0
                 filesystem.release(handle)
@@ -341,12 +341,16 @@ extension FuseMount: RequestHandler {
         serveRequest(req, "opendir", ino) { () throws(Errno) -> Reply in
             let listing = try filesystem.readDirectory(try node(ino))
             let box = Unmanaged.passRetained(DirectoryHandle(entries: listing.entries))
-            fi.pointee.fh = UInt64(UInt(bitPattern: box.toOpaque()))
+            let fh = UInt64(UInt(bitPattern: box.toOpaque()))
+            openHandles.insert(fh, isDirectory: true)
+            fi.pointee.fh = fh
             if listing.options.cacheEntries {
                 fi.pointee.cache_readdir = 1
                 fi.pointee.keep_cache = 1
             }
-            return .open(fi, undo: { box.release() })
+            return .open(fi, undo: { [self] in
+                if openHandles.remove(fh) { box.release() }
+            })
         }
     }
 
@@ -408,7 +412,7 @@ extension FuseMount: RequestHandler {
 
     func releasedir(_ req: OpaquePointer, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serveRequest(req, "releasedir", ino) { () throws(Errno) -> Reply in
-            if let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
+            if let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)), openHandles.remove(fi.pointee.fh) {
                 Unmanaged<DirectoryHandle<FS.Node>>.fromOpaque(raw).release()
                 fi.pointee.fh = 0
             }
@@ -480,5 +484,22 @@ extension FuseMount: RequestHandler {
         serveRequest(req, op, ino) { () throws(Errno) -> Reply in
             throw .readOnlyFileSystem
         }
+    }
+}
+
+extension FuseMount {
+    /// Releases every handle the kernel never sent RELEASE for (connection ended with files open).
+    /// Runs after all workers joined, so nothing else touches the handles.
+    func releaseOrphanedHandles() {
+        let orphans = openHandles.drain()
+        for (fh, isDirectory) in orphans {
+            guard let raw = UnsafeRawPointer(bitPattern: UInt(fh)) else { continue }
+            if isDirectory {
+                Unmanaged<DirectoryHandle<FS.Node>>.fromOpaque(raw).release()
+            } else {
+                filesystem.release(Unmanaged<HandleBox<FS.Handle>>.fromOpaque(raw).takeRetainedValue().handle)
+            }
+        }
+        if !orphans.isEmpty { logger.debug("released \(orphans.count) handles the kernel never released") }
     }
 }

@@ -36,6 +36,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     /// The mount's "major:minor" from /proc/self/mountinfo, to recognise our own mount later.
     let device: String?
     let table: InodeTable<FS.Node>
+    let openHandles = OpenHandleRegistry()
     let box: CallbackBox
     let workerKey: pthread_key_t
     let uid: UInt32
@@ -119,6 +120,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
             unmountIfStillOurs()
             fuse_session_destroy(session.pointer)
         }
+        releaseOrphanedHandles()
         close(controlFD)
         close(wakeFD)
         pthread_key_delete(workerKey)
@@ -173,6 +175,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
             unmountIfStillOurs()
             fuse_session_destroy(session.pointer)
         }
+        releaseOrphanedHandles()
         logger.info("unmounted", metadata: ["mountpoint": "\(mountpoint)", "requests": "\(counters.requests)"])
     }
 

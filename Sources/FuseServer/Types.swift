@@ -102,8 +102,8 @@ public protocol FuseFileSystem: Sendable {
     /// Bytes written into buffer; 0 = end of file. The server calls again until the request is full or 0.
     func read(_ handle: Handle, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
     /// Called exactly once per handle returned by a successful `open` (also when the open reply could
-    /// not be delivered because the caller was interrupted). Not called for handles still open when the
-    /// connection is torn down at the end of serve().
+    /// not be delivered because the caller was interrupted). Handles still open when the connection ends
+    /// (the kernel drops their RELEASE) are released by serve() after its workers joined.
     func release(_ handle: Handle)
     func extendedAttributes(of node: Node) throws(Errno) -> [(name: String, value: [UInt8])]
     func statistics() -> (totalBytes: UInt64, files: UInt64)   // for statfs; may be rough

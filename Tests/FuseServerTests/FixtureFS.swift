@@ -23,9 +23,16 @@ final class FixtureFS: FuseFileSystem {
             }
         }
 
-        @inline(__always) static func byte(seed: UInt64, offset: Int) -> UInt8 {
-            UInt8(truncatingIfNeeded: ((UInt64(offset) &+ seed) &* 0x9E37_79B9_7F4A_7C15) >> 56)
-        }
+        /// Generated content is a fixed pseudo-random pattern of prime length, started at a seed-dependent
+        /// position: copying is memcpy (fast even in debug builds), and a block read from the wrong offset
+        /// does not match (no power-of-two period).
+        static let pattern: [UInt8] = {
+            var state: UInt64 = 0x1234_5678_9ABC_DEF1
+            return (0..<65_521).map { _ in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return UInt8(truncatingIfNeeded: state >> 56)
+            }
+        }()
 
         func copy(offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
             let n = max(0, min(buffer.count, size - offset))
@@ -36,8 +43,16 @@ final class FixtureFS: FuseFileSystem {
                     buffer.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n)
                 }
             case .generated(let seed, _):
-                let out = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                for i in 0..<n { out[i] = Self.byte(seed: seed, offset: offset + i) }
+                Self.pattern.withUnsafeBytes { p in
+                    var position = Int((UInt64(offset) &+ seed &* 4099) % UInt64(p.count))
+                    var done = 0
+                    while done < n {
+                        let k = min(n - done, p.count - position)
+                        (buffer.baseAddress! + done).copyMemory(from: p.baseAddress! + position, byteCount: k)
+                        done += k
+                        position = 0
+                    }
+                }
             }
             return n
         }
@@ -142,8 +157,10 @@ final class FixtureFS: FuseFileSystem {
         lookups.add(1, ordering: .relaxed)
         guard case .directory = spec(parent) else { throw .notDirectory }
         let path = Self.child(parent, String(decoding: name, as: UTF8.self))
-        guard let spec = spec(path) else { throw .noEntry }
-        return (path, attributes(for: spec))
+        // "/gen/nX~k" is another name of node "/gen/nX" (like a hard link).
+        let node = path.hasPrefix("/gen/n") ? String(path.split(separator: "~", maxSplits: 1)[0]) : path
+        guard let spec = spec(node) else { throw .noEntry }
+        return (node, attributes(for: spec))
     }
 
     func readDirectory(_ node: String) throws(Errno) -> (entries: [DirectoryEntry<String>], options: OpenedDirectory) {

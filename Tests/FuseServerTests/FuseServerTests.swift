@@ -1,5 +1,5 @@
 import CFuse
-import FuseServer
+@testable import FuseServer
 import Logging
 import Foundation
 import Synchronization
@@ -8,6 +8,12 @@ import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
+
+let quietLogger: Logger = {
+    var logger = Logger(label: "gitfs.test.fuse")
+    logger.logLevel = .warning
+    return logger
+}()
 
 /// Real mounts of FixtureFS in /tmp; serialized so timing assertions (shutdown, forget) are not skewed by
 /// other mounts competing for the two cores.
@@ -72,6 +78,13 @@ import Glibc
         #expect(statvfs(m.path, &sv) == 0)
         #expect(sv.f_flag & UInt(ST_RDONLY) != 0)
         #expect(sv.f_files == UInt(m.fs.specs.count))
+
+        // The bdi read-ahead was raised after INIT.
+        var mst = stat()
+        #expect(stat(m.path, &mst) == 0)
+        let bdi = "/sys/class/bdi/\(UInt32(mst.st_dev >> 8) & 0xfff):\(UInt32(mst.st_dev & 0xff) | UInt32(mst.st_dev >> 12) & 0xfff00)/read_ahead_kb"
+        let readAhead = (try? String(contentsOfFile: bdi, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(readAhead == "1024", "\(bdi): \(readAhead ?? "unreadable")")
 
         let c = m.mount.counters
         #expect(c.requests > 0 && c.reads > 0 && c.bytesRead >= FixtureFS.bigSize && c.inflight >= 0)
@@ -161,6 +174,47 @@ import Glibc
         #expect(stat(m.path, &root) == 0 && root.st_ino == 1)
     }
 
+    @Test func concurrentLookupsOfDifferentNamesForOneNodeMintOneInode() throws {
+        let m = try MountedFixture(label: "alias")
+        defer { m.shutdown() }
+        // "/gen/nX~k" is another name (a hard link) of node "/gen/nX": 32 different names, so the kernel
+        // sends 32 lookups at once, all resolving to one node.
+        for round in 0..<20 {
+            let base = "n\(round)-\(UInt32.random(in: 0...UInt32.max))"
+            let inodes = Collector<UInt64>()
+            #expect(onThreads(32) { k in
+                var st = stat()
+                inodes.append(stat(m.sub("/gen/\(base)~\(k)"), &st) == 0 ? UInt64(st.st_ino) : 0)
+            })
+            let all = inodes.all
+            #expect(all.count == 32 && !all.contains(0))
+            #expect(Set(all).count == 1, "round \(round): inode numbers \(Set(all))")
+        }
+    }
+
+    @Test func inodeTableFindOrCreateIsAtomicAndForgetRemoves() {
+        let table = InodeTable<String>(root: "/")
+        #expect(table.retain("/") == 1 && table.node(of: 1) == "/")
+        for round in 0..<50 {
+            let inodes = Collector<UInt64>()
+            #expect(onThreads(16) { _ in
+                for _ in 0..<100 { inodes.append(table.retain("/node\(round)")) }
+            })
+            #expect(Set(inodes.all).count == 1)
+            let ino = inodes.all[0]
+            #expect(table.node(of: ino) == "/node\(round)")
+            table.forget(ino, count: 1599)
+            #expect(table.node(of: ino) == "/node\(round)")
+            table.forget(ino, count: 1)
+            #expect(table.node(of: ino) == nil)
+            // A new inode number after being forgotten: numbers are never reused.
+            let again = table.retain("/node\(round)")
+            #expect(again != ino)
+            table.forget(again, count: 1)
+        }
+        #expect(table.count == 1)
+    }
+
     @Test func sixtyFourParallelReadersGetTheRightBytes() throws {
         let m = try MountedFixture(label: "par")
         defer { m.shutdown() }
@@ -200,7 +254,7 @@ import Glibc
         let m = try MountedFixture(label: "forget")
         defer { m.shutdown() }
         let before = m.mount.inodeCount
-        let find = try run(["find", m.sub("/many"), "-type", "f", "-size", "-1k"])
+        let find = try run(["find", m.sub("/many"), "-type", "f", "-size", "-100c"])
         #expect(find.status == 0)
         #expect(find.out.split(separator: "\n").count == FixtureFS.manyCount)
         let walked = m.mount.inodeCount
@@ -221,7 +275,8 @@ import Glibc
     @Test func stopWithThirtyTwoReadersMidReadCompletesAndNobodyHangs() throws {
         var options = FuseMountOptions()
         options.shutdownGrace = 2
-        let m = try MountedFixture(fs: FixtureFS(slowReadMicroseconds: 100_000), options: options, label: "stop")
+        // Each read request sleeps 0.4 s: an 8 MiB file takes >= 3 s, longer than the grace period.
+        let m = try MountedFixture(fs: FixtureFS(slowReadMicroseconds: 400_000), options: options, label: "stop")
         defer { m.shutdown() }
         let outcomes = Collector<String>()
         let group = DispatchGroup()
@@ -239,10 +294,11 @@ import Glibc
                 group.leave()
             }.start()
         }
-        // Wait until the readers are mid-read (each 8 MiB file needs ~64 slow reads).
+        // Wait until every reader is mid-read (has had at least one read answered).
         let midDeadline = Date().addingTimeInterval(20)
         while m.mount.counters.reads < 40 && Date() < midDeadline { usleep(20_000) }
         #expect(m.mount.counters.reads >= 40)
+        #expect(m.mount.counters.inflight > 0)
         let stopStart = Date()
         m.mount.stop()
         let returned = m.waitForServe(timeout: 15)
@@ -256,10 +312,13 @@ import Glibc
         #expect(all.count == 32)
         #expect(!all.contains { $0.hasPrefix("WRONG") })
         #expect(stopSeconds < 10)
+        #expect(all.contains { $0.hasPrefix("error") }, "readers still reading after the grace period get an error")
+        // Handles whose RELEASE the kernel dropped were released by serve(): every open got one release.
+        #expect(m.fs.opens.load(ordering: .relaxed) == m.fs.releases.load(ordering: .relaxed))
         #expect(!isMounted(m.path))
         // The mountpoint is usable again: a new mount on it works.
         let again = try FuseMount(filesystem: FixtureFS(), mountpoint: m.path, options: FuseMountOptions(),
-                                  logger: .init(label: "again"))
+                                  logger: quietLogger)
         let t = Thread { again.serve() }
         t.start()
         #expect(try readFile(m.sub("/hello.txt")).get() == Array("hello world\n".utf8))
@@ -336,7 +395,7 @@ import Glibc
 
     @Test func mountErrorsAreClear() throws {
         let dir = try TempDir("errors")
-        let logger = Logging.Logger(label: "errors")
+        let logger = quietLogger
         func reason(_ path: String) -> FuseError.Reason? {
             do throws(FuseError) {
                 let mount = try FuseMount(filesystem: FixtureFS(), mountpoint: path, options: FuseMountOptions(), logger: logger)
