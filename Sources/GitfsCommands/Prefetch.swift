@@ -1,8 +1,92 @@
 import ArgumentParser
+import Foundation
+import GitStore
+import Resolver
 
-/// `gitfs prefetch` (placeholder until implemented).
+/// Stopped by SIGINT; created before the handler is installed (the handler only does an atomic store).
+private let prefetchInterrupt = PrefetchCancellation()
+
+/// `gitfs prefetch NAME [--rev REV]... [--jobs N] [--fetch] [PATTERN...]`: loads matching blobs into the
+/// content cache (logic in `Resolver.Prefetcher`).
 struct Prefetch: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "prefetch", abstract: "TODO")
+    static let configuration = CommandConfiguration(
+        commandName: "prefetch",
+        abstract: "Load the files of revisions whose paths match the patterns into the content cache, in parallel.",
+        discussion: """
+        PATTERNs follow git's ':(glob)' pathspec rules and match the whole path from the root of the tree \
+        (not just the file name): '*' and '?' do not match '/', '**/' matches any number of directories \
+        (also none), a trailing '/**' everything below, '[a-z]', '[!a-z]' and '[^a-z]' are character \
+        classes, '\\' quotes the next character, and a pattern naming a directory ('src' or 'src/') matches \
+        everything in it. Examples: '*.md' (top level only), '**/*.c', 'docs/**', 'src'. Without a pattern \
+        the whole tree is loaded. Quote patterns so the shell does not expand them.
+
+        Files, executables and symlinks are loaded; submodules are not. An object shared by several \
+        revisions, or already in the cache, is not loaded again. Progress is shown on a terminal; one \
+        summary line is always printed at the end. Ctrl-C stops after the objects in hand (exit 130); the \
+        cache then holds only complete entries. Safe while a mount or 'gitfs gc' of the same home runs.
+        """)
+
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw ValidationError("not implemented") }
+    @Argument(help: "The mirror.") var name: String
+    @Option(name: .customLong("rev"), help: ArgumentHelp("A revision to load (repeatable; default: the default branch).", valueName: "rev"))
+    var revisions: [String] = []
+    @Option(help: "Parallel workers (default: the number of cores).") var jobs: Int?
+    @Flag(help: "Update the mirror first; if the remote cannot be reached, warn and prefetch what is mirrored.")
+    var fetch = false
+    @Argument(help: ArgumentHelp("Path patterns (git glob pathspecs, from the root).", valueName: "pattern"))
+    var patterns: [String] = []
+
+    func validate() throws {
+        if let jobs, jobs < 1 || jobs > 1024 { throw ValidationError("--jobs must be between 1 and 1024") }
+        do { _ = try PathFilter(patterns: patterns) } catch { throw ValidationError(error.description) }
+    }
+
+    func run() throws {
+        let home = Home(path: global.resolvedHome)
+        let store = MirrorStore(home: home)
+        let filter = try PathFilter(patterns: patterns)
+        if fetch {
+            do { _ = try store.fetch(name: name) } catch {
+                if error.kind == .notFound || error.kind == .invalidName { throw error }
+                FileHandle.standardError.write(Data("gitfs: warning: fetch failed (\(error)): prefetching from what is mirrored\n".utf8))
+            }
+        }
+        let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home))
+        let view = try resolver.repository(named: name)
+
+        _ = prefetchInterrupt.isCancelled // initialise before the handler may run
+        signal(SIGINT) { _ in
+            prefetchInterrupt.cancel()
+            signal(SIGINT, SIG_DFL) // a second Ctrl-C ends the process at once
+        }
+        defer { signal(SIGINT, SIG_DFL) }
+
+        let prefetcher = Prefetcher(view: view, filter: filter,
+                                    jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount,
+                                    cancellation: prefetchInterrupt)
+        let terminal = isatty(STDERR_FILENO) == 1
+        var draw: (@Sendable (PrefetchProgress) -> Void)?
+        if terminal {
+            draw = { p in FileHandle.standardError.write(Data("\r\(p.line)\u{1B}[K".utf8)) }
+        }
+        let summary = try prefetcher.run(revisions: revisions, onProgress: draw)
+        if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        for f in summary.failures {
+            FileHandle.standardError.write(Data("gitfs: warning: cannot load '\(f.path)' (\(f.id)): \(f.error)\n".utf8))
+        }
+        try StandardOutput.write(Array("\(summary)\n".utf8))
+        if summary.interrupted { throw ExitCode(130) }
+        if summary.failed > 0 {
+            throw PrefetchFailed(count: summary.failed, name: name)
+        }
+    }
+}
+
+/// Some objects could not be loaded.
+struct PrefetchFailed: Error, CustomStringConvertible {
+    let count: Int
+    let name: String
+    var description: String {
+        "\(count) objects could not be loaded (see the warnings above); check the mirror with 'git -C <home>/repos/\(name).git fsck' and run 'gitfs verify'"
+    }
 }

@@ -1,0 +1,399 @@
+import ContentCache
+import Foundation
+import GitStore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A stop request shared by a prefetch and whoever wants to stop it (a SIGINT handler, a test).
+/// `cancel()` is async-signal-safe (one atomic store). Thread-safe.
+public final class PrefetchCancellation: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Asks the prefetch to stop: workers finish the object in hand and take no other.
+    public func cancel() { flag.store(true, ordering: .relaxed) }
+
+    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// Where a prefetch stands; handed to the progress callback. A value.
+public struct PrefetchProgress: Sendable, Equatable {
+    public enum Phase: Sendable, Equatable { case walking, checking, loading }
+    public var phase: Phase
+    /// Trees read so far (walking) / objects checked (checking) / objects loaded or failed (loading).
+    public var objectsDone: Int
+    /// Objects to check or load in this phase (0 while walking).
+    public var objectsTotal: Int
+    /// Content bytes loaded so far and to load in all (loading only).
+    public var bytesDone: Int
+    public var bytesTotal: Int
+    public var elapsed: Duration
+
+    /// One line for a terminal: objects and bytes done of total, rate, time left.
+    public var line: String {
+        switch phase {
+        case .walking:
+            return "prefetch: reading trees: \(objectsDone) read"
+        case .checking:
+            return "prefetch: checking the cache: \(objectsDone)/\(objectsTotal) objects"
+        case .loading:
+            let secs = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
+            let rate = Double(bytesDone) / secs
+            var text = "prefetch: \(objectsDone)/\(objectsTotal) objects, \(ByteCount.format(bytesDone))/\(ByteCount.format(bytesTotal)), \(ByteCount.format(Int(rate)))/s"
+            if bytesDone > 0, bytesTotal > bytesDone, rate > 0 {
+                let left = Int((Double(bytesTotal - bytesDone) / rate).rounded(.up))
+                text += String(format: ", %d:%02d left", left / 60, left % 60)
+            }
+            return text
+        }
+    }
+}
+
+/// The outcome of a prefetch. A value.
+public struct PrefetchSummary: Sendable, CustomStringConvertible {
+    /// Objects this run loaded from the packs into the cache, and their content bytes.
+    public var loaded = 0
+    public var loadedBytes = 0
+    /// Matching objects that were in the cache already (or were filled meanwhile by someone else).
+    public var alreadyCached = 0
+    /// Objects that could not be loaded; the first few with their path and error.
+    public var failed = 0
+    public var failures: [(path: String, id: ObjectID, error: String)] = []
+    /// Matching objects not attempted because the run was cancelled.
+    public var skipped = 0
+    public var interrupted = false
+    public var seconds = 0.0
+    /// Distinct matching blobs across all revisions.
+    public var matched = 0
+
+    /// `prefetched 1234 objects (56.7 MiB) in 3.2 s; 100 already cached; 0 failed` (plus
+    /// `; interrupted, N not attempted` after a cancel).
+    public var description: String {
+        var s = String(format: "prefetched %d objects (%@) in %.1f s; %d already cached; %d failed",
+                       loaded, ByteCount.format(loadedBytes), seconds, alreadyCached, failed)
+        if interrupted { s += "; interrupted, \(skipped) not attempted" }
+        return s
+    }
+}
+
+/// Byte counts for people: B, KiB, MiB, GiB.
+public enum ByteCount {
+    public static func format(_ n: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var v = Double(n)
+        var i = 0
+        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
+        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
+    }
+}
+
+/// Loads into the content cache every blob (files, executables, symlinks; not submodules) of one or
+/// more revisions of a repository whose path matches a `PathFilter`.
+///
+/// How: the trees of all revisions are walked in parallel breadth-first (a tree reached twice at the
+/// same place is read once; subtrees no pattern can match are skipped), the distinct blob ids are
+/// collected, those already in the cache are skipped, and the rest are loaded by `jobs` worker threads
+/// through `RepoView.ensureCached` — single-flight with any mount of the same home, each worker on its
+/// own pooled libgit2 handle, every blob verified against its id before it is published. Workers are
+/// real threads, bounded by `jobs` and joined before `run` returns; nothing outlives the call.
+/// Cancellation (`PrefetchCancellation`) is checked before each object: workers finish the object in
+/// hand and stop; the cache only ever holds complete entries (it publishes atomically).
+/// Thread-safe: one `Prefetcher` may run several times, also concurrently.
+public final class Prefetcher: Sendable {
+    public let view: RepoView
+    public let filter: PathFilter
+    public let jobs: Int
+    public let cancellation: PrefetchCancellation
+
+    /// - Parameters:
+    ///   - jobs: worker threads (at least 1); the default is the number of active cores.
+    public init(view: RepoView, filter: PathFilter, jobs: Int = ProcessInfo.processInfo.activeProcessorCount,
+                cancellation: PrefetchCancellation = PrefetchCancellation()) {
+        self.view = view
+        self.filter = filter
+        self.jobs = max(1, jobs)
+        self.cancellation = cancellation
+    }
+
+    /// The commits `revisions` name (the default branch when empty); throws on the first bad one
+    /// before anything is loaded.
+    public func resolve(_ revisions: [String]) throws(ResolverError) -> [ObjectID] {
+        var revs = revisions
+        if revs.isEmpty {
+            guard let b = try view.refs().defaultBranch else {
+                throw .notFound("a default branch of repository '\(view.name)' (name a revision with --rev)")
+            }
+            revs = ["refs/heads/" + b]
+        }
+        var out: [ObjectID] = []
+        for r in revs {
+            let id = try view.resolve(r)
+            if !out.contains(id) { out.append(id) }
+        }
+        return out
+    }
+
+    /// Walks, checks and loads (see the type's documentation). `onProgress` is called from a separate
+    /// thread at most once per `progressInterval` while work is going on, and once more at the end.
+    /// Throws only for a bad revision or an unreadable tree; failures of single blobs are counted in
+    /// the summary.
+    public func run(revisions: [String], progressInterval: Duration = .milliseconds(100),
+                    onProgress: (@Sendable (PrefetchProgress) -> Void)? = nil) throws(ResolverError) -> PrefetchSummary {
+        let start = ContinuousClock.now
+        let commits = try resolve(revisions)
+        var roots: [ObjectID] = []
+        for c in commits { roots.append(try view.commit(c).tree) }
+
+        let state = RunState()
+        let reporter = onProgress.map { cb in
+            WorkerThreads.start(count: 1) { _ in
+                while !state.finished.load(ordering: .acquiring) {
+                    var slept = Duration.zero
+                    while slept < progressInterval, !state.finished.load(ordering: .acquiring) {
+                        usleep(10_000)
+                        slept += .milliseconds(10)
+                    }
+                    if state.finished.load(ordering: .acquiring) { break }
+                    cb(state.snapshot(elapsed: ContinuousClock.now - start))
+                }
+            }
+        }
+        let blobs: [FoundBlob]
+        do { blobs = try walk(roots: roots, state: state) } catch {
+            state.finished.store(true, ordering: .releasing)
+            reporter?.join()
+            throw error
+        }
+        var summary = PrefetchSummary()
+        summary.matched = blobs.count
+
+        // Check which are cached already; learn the sizes of the others (object headers, no inflating).
+        state.phase.store(1, ordering: .relaxed)
+        state.total.store(blobs.count, ordering: .relaxed)
+        state.done.store(0, ordering: .relaxed)
+        let cache = view.resolver.cache
+        let missing = Mutex<[(index: Int, size: Int)]>([])
+        let cachedCount = Atomic<Int>(0)
+        let next = Atomic<Int>(0)
+        WorkerThreads.run(count: jobs) { _ in
+            var local: [(index: Int, size: Int)] = []
+            while !self.cancellation.isCancelled {
+                let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard i < blobs.count else { break }
+                let id = blobs[i].id
+                if cache.contains(id.withUnsafeBytes { CacheKey(raw: $0) }) {
+                    cachedCount.add(1, ordering: .relaxed)
+                } else {
+                    local.append((i, (try? self.view.blobSize(id)) ?? 0))
+                }
+                state.done.add(1, ordering: .relaxed)
+            }
+            missing.withLock { $0.append(contentsOf: local) }
+        }
+        // Walk order: neighbours in the tree tend to be neighbours in the pack.
+        let toLoad = missing.withLock { $0 }.sorted { $0.index < $1.index }
+        summary.alreadyCached = cachedCount.load(ordering: .relaxed)
+
+        // Load.
+        state.phase.store(2, ordering: .relaxed)
+        state.total.store(toLoad.count, ordering: .relaxed)
+        state.done.store(0, ordering: .relaxed)
+        state.bytesTotal.store(toLoad.reduce(0) { $0 + $1.size }, ordering: .relaxed)
+        let loadedCount = Atomic<Int>(0)
+        let loadedBytes = Atomic<Int>(0)
+        let raced = Atomic<Int>(0)
+        let attempted = Atomic<Int>(0)
+        let failures = Mutex<(count: Int, first: [(path: String, id: ObjectID, error: String)])>((0, []))
+        let next2 = Atomic<Int>(0)
+        let view = self.view
+        if !cancellation.isCancelled {
+            WorkerThreads.run(count: jobs) { _ in
+                while !self.cancellation.isCancelled {
+                    let i = next2.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard i < toLoad.count else { break }
+                    attempted.add(1, ordering: .relaxed)
+                    let (index, size) = toLoad[i]
+                    let blob = blobs[index]
+                    do {
+                        if try view.ensureCached(blob.id) {
+                            loadedCount.add(1, ordering: .relaxed)
+                            loadedBytes.add(size, ordering: .relaxed)
+                        } else {
+                            raced.add(1, ordering: .relaxed)
+                        }
+                    } catch {
+                        let path = String(decoding: blob.path, as: UTF8.self)
+                        failures.withLock { (f: inout (count: Int, first: [(path: String, id: ObjectID, error: String)])) in
+                            f.count += 1
+                            if f.first.count < 5 { f.first.append((path, blob.id, String(describing: error))) }
+                        }
+                    }
+                    state.bytesDone.add(size, ordering: .relaxed)
+                    state.done.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        summary.loaded = loadedCount.load(ordering: .relaxed)
+        summary.loadedBytes = loadedBytes.load(ordering: .relaxed)
+        summary.alreadyCached += raced.load(ordering: .relaxed)
+        let f = failures.withLock { $0 }
+        summary.failed = f.count
+        summary.failures = f.first
+        summary.interrupted = cancellation.isCancelled
+        summary.skipped = summary.matched - summary.loaded - summary.alreadyCached - summary.failed
+        summary.seconds = Self.seconds(ContinuousClock.now - start)
+        view.resolver.cache.flushUsage()
+        state.finished.store(true, ordering: .releasing)
+        reporter?.join()
+        onProgress?(state.snapshot(elapsed: ContinuousClock.now - start))
+        return summary
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    /// One blob to load: its id and the first path it was found at (for messages).
+    struct FoundBlob: Sendable {
+        let id: ObjectID
+        let path: [UInt8]
+    }
+
+    private struct TreeKey: Hashable {
+        let id: ObjectID
+        let path: [UInt8]
+    }
+
+    /// Breadth-first, one level at a time, each level's trees spread over the workers. Returns the
+    /// distinct matching blobs in walk order.
+    func walk(roots: [ObjectID], state: RunState) throws(ResolverError) -> [FoundBlob] {
+        let byPath = !filter.matchesEverything
+        var visited = Set<TreeKey>()
+        var level: [(id: ObjectID, path: [UInt8])] = []
+        for r in roots where visited.insert(TreeKey(id: r, path: [])).inserted { level.append((r, [])) }
+        var seen = Set<ObjectID>()
+        var found: [FoundBlob] = []
+        let filter = self.filter
+        let view = self.view
+        while !level.isEmpty, !cancellation.isCancelled {
+            let current = level
+            let slots = Mutex<[(dirs: [(ObjectID, [UInt8])], blobs: [FoundBlob])]>(Array(repeating: ([], []), count: jobs))
+            let firstError = Mutex<ResolverError?>(nil)
+            let next = Atomic<Int>(0)
+            let workers = min(jobs, current.count)
+            WorkerThreads.run(count: workers) { w in
+                var dirs: [(ObjectID, [UInt8])] = []
+                var blobs: [FoundBlob] = []
+                while !self.cancellation.isCancelled {
+                    let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard i < current.count else { break }
+                    let (treeID, dir) = current[i]
+                    let tree: ParsedTree
+                    do { tree = try view.tree(treeID) } catch let e as ResolverError {
+                        firstError.withLock { if $0 == nil { $0 = e } }
+                        break
+                    } catch {
+                        firstError.withLock { if $0 == nil { $0 = .notFound("tree \(treeID): \(error)") } }
+                        break
+                    }
+                    for e in tree.entries {
+                        var path = dir
+                        if !path.isEmpty { path.append(UInt8(ascii: "/")) }
+                        path.append(contentsOf: e.name)
+                        switch e.kind {
+                        case .directory:
+                            if filter.mayMatch(below: path) { dirs.append((e.oid, path)) }
+                        case .file, .executable, .symlink:
+                            if filter.matches(path) { blobs.append(FoundBlob(id: e.oid, path: path)) }
+                        case .submodule:
+                            break
+                        }
+                    }
+                    state.done.add(1, ordering: .relaxed)
+                }
+                slots.withLock { $0[w] = (dirs, blobs) }
+            }
+            if let e = firstError.withLock({ $0 }) { throw e }
+            level = []
+            for (dirs, blobs) in slots.withLock({ $0 }) {
+                for b in blobs where seen.insert(b.id).inserted { found.append(b) }
+                for (id, path) in dirs where visited.insert(TreeKey(id: id, path: byPath ? path : [])).inserted {
+                    level.append((id, path))
+                }
+            }
+        }
+        return found
+    }
+
+    /// Counters the workers update and the progress reporter reads.
+    final class RunState: Sendable {
+        let phase = Atomic<Int>(0)
+        let done = Atomic<Int>(0)
+        let total = Atomic<Int>(0)
+        let bytesDone = Atomic<Int>(0)
+        let bytesTotal = Atomic<Int>(0)
+        let finished = Atomic<Bool>(false)
+
+        func snapshot(elapsed: Duration) -> PrefetchProgress {
+            let p: PrefetchProgress.Phase
+            switch phase.load(ordering: .relaxed) {
+            case 0: p = .walking
+            case 1: p = .checking
+            default: p = .loading
+            }
+            return PrefetchProgress(phase: p, objectsDone: done.load(ordering: .relaxed), objectsTotal: total.load(ordering: .relaxed),
+                                    bytesDone: bytesDone.load(ordering: .relaxed), bytesTotal: bytesTotal.load(ordering: .relaxed),
+                                    elapsed: elapsed)
+        }
+    }
+}
+
+/// A fixed number of POSIX threads (`pthread_create`) running one body each, joined by `join()`
+/// (`pthread_join`): bounded and tracked — no work outlives the owner that joins them.
+final class WorkerThreads {
+    private var threads: [pthread_t]
+
+    private init(threads: [pthread_t]) { self.threads = threads }
+
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts `count` threads running `body(workerIndex)`.
+    static func start(count: Int, _ body: @escaping @Sendable (Int) -> Void) -> WorkerThreads {
+        var threads: [pthread_t] = []
+        for w in 0..<count {
+            let box = Unmanaged.passRetained(Box { body(w) }).toOpaque()
+            var tid = pthread_t()
+            let rc = pthread_create(&tid, nil, { arg in
+                let b = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+                b.body()
+                return nil
+            }, box)
+            if rc == 0 {
+                threads.append(tid)
+            } else {
+                // No thread: run it here so the work is still done (and still bounded).
+                let b = Unmanaged<Box>.fromOpaque(box).takeRetainedValue()
+                b.body()
+            }
+        }
+        return WorkerThreads(threads: threads)
+    }
+
+    /// Waits for every thread to finish (idempotent; call from the owning thread only).
+    func join() {
+        for t in threads { pthread_join(t, nil) }
+        threads = []
+    }
+
+    /// Starts `count` threads and waits for all of them.
+    static func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        start(count: count, body).join()
+    }
+}
