@@ -4,15 +4,20 @@ import Glibc
 import CFuse
 
 /// One line of /proc/self/mountinfo.
-struct MountInfoEntry: Sendable, Equatable {
-    var device: String        // "major:minor"
-    var mountPoint: String
-    var fsType: String
-    var source: String
+public struct MountInfoEntry: Sendable, Equatable {
+    public var device: String        // "major:minor"
+    public var mountPoint: String
+    public var fsType: String
+    public var source: String
+
+    /// The device minor number: a FUSE connection is /sys/fs/fuse/connections/<minor>.
+    public var minor: Int? {
+        device.split(separator: ":").last.flatMap { Int($0) }
+    }
 }
 
 /// Reading /proc/self/mountinfo and the checks done before mounting. Stateless: thread-safe.
-enum MountTable {
+public enum MountTable {
     /// Reads a whole small file (procfs) with read(2), retrying EINTR.
     static func readFile(_ path: String) -> [UInt8]? {
         let fd = path.withCString { Glibc.open($0, O_RDONLY | O_CLOEXEC) }
@@ -50,7 +55,7 @@ enum MountTable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    static func entries() -> [MountInfoEntry] {
+    public static func entries() -> [MountInfoEntry] {
         guard let data = readFile("/proc/self/mountinfo") else { return [] }
         var result: [MountInfoEntry] = []
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
@@ -62,12 +67,12 @@ enum MountTable {
         return result
     }
 
-    static func entries(at mountPoint: String) -> [MountInfoEntry] {
+    public static func entries(at mountPoint: String) -> [MountInfoEntry] {
         entries().filter { $0.mountPoint == mountPoint }
     }
 
     /// realpath(3) of `path`, or the path itself when it cannot be resolved.
-    static func canonical(_ path: String) -> String {
+    public static func canonical(_ path: String) -> String {
         guard let resolved = realpath(path, nil) else { return path }
         defer { free(resolved) }
         return String(cString: resolved)
@@ -75,7 +80,7 @@ enum MountTable {
 
     /// Checks that `path` can be mounted on: exists, is a directory, is not a (dead) mount, is empty,
     /// and /dev/fuse is usable. Returns the canonical path.
-    static func checkMountpoint(_ path: String) throws(FuseError) -> String {
+    public static func checkMountpoint(_ path: String) throws(FuseError) -> String {
         var st = stat()
         if stat(path, &st) != 0 {
             let e = errno
@@ -106,7 +111,7 @@ enum MountTable {
 
     /// Lazily detaches the mount at `path`: umount2(MNT_DETACH) as root, else `fusermount3 -u -z`.
     /// Returns 0 on success, else the errno of umount2 (or EPERM when fusermount3 failed).
-    static func lazyUnmount(_ path: String) -> Int32 {
+    public static func lazyUnmount(_ path: String) -> Int32 {
         if umount2(path, Int32(MNT_DETACH)) == 0 { return 0 }
         let e = errno
         guard e == EPERM else { return e }

@@ -1,84 +1,51 @@
 import Foundation
+import FuseServer
 
-/// One line of /proc/self/mountinfo.
-public struct MountInfo: Sendable, Equatable {
-    public let mountpoint: String
-    public let fsType: String
-    public let source: String
-    /// The device minor number: the FUSE connection is /sys/fs/fuse/connections/<minor>.
-    public let minor: Int
-
-    /// The server's pid when the source is `gitfs:<pid>`.
-    public var serverPID: Int32? {
-        guard source.hasPrefix("gitfs:") else { return nil }
-        return Int32(source.dropFirst(6))
-    }
-}
-
-/// Reads the kernel's mount table without touching any mount (a dead FUSE server cannot hang it).
-public enum MountTable {
-    public static func entries() -> [MountInfo] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        var result: [MountInfo] = []
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard fields.count >= 10, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count else { continue }
-            let devParts = fields[2].split(separator: ":")
-            result.append(MountInfo(mountpoint: unescape(String(fields[4])), fsType: String(fields[dash + 1]),
-                                    source: unescape(String(fields[dash + 2])),
-                                    minor: devParts.count == 2 ? Int(devParts[1]) ?? -1 : -1))
-        }
-        return result
+/// What the CLI needs to know about gitfs mounts, read from the kernel's mount table (FuseServer's
+/// `MountTable`) without touching any mount, so a dead or hung server cannot block it.
+public enum GitFSMounts {
+    /// The gitfs mount at exactly `path` (the last one if stacked), or nil.
+    public static func mount(at path: String) -> GitFSMountInfo? {
+        MountTable.entries(at: path).last.map(GitFSMountInfo.init)
     }
 
-    /// The mount at exactly `path` (the last one if stacked).
-    public static func mount(at path: String) -> MountInfo? {
-        entries().last { $0.mountpoint == path }
+    /// Every gitfs mount of this mount namespace.
+    public static func all() -> [GitFSMountInfo] {
+        MountTable.entries().map(GitFSMountInfo.init).filter { $0.serverPID != nil }
     }
 
-    /// mountinfo escapes space, tab, newline and backslash as octal.
-    static func unescape(_ s: String) -> String {
-        guard s.contains("\\") else { return s }
-        var bytes: [UInt8] = []
-        let u = Array(s.utf8)
-        var i = 0
-        while i < u.count {
-            if u[i] == 0x5C, i + 3 < u.count, let v = UInt8(String(decoding: u[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
-                bytes.append(v)
-                i += 4
-            } else {
-                bytes.append(u[i])
-                i += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-/// Detaches a mount and, when its server does not go away, aborts the FUSE connection.
-public enum Unmounter {
-    /// umount2(MNT_DETACH); falls back to `fusermount3 -u -z` when not privileged.
-    public static func detach(_ path: String) -> Bool {
-        if umount2(path, Int32(MNT_DETACH)) == 0 { return true }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/fusermount3")
-        p.arguments = ["-u", "-z", path]
-        p.standardError = FileHandle.nullDevice
-        guard (try? p.run()) != nil else { return false }
-        p.waitUntilExit()
-        return p.terminationStatus == 0
+    /// Checks that `path` can be mounted on (exists, is an empty directory, not a mount, /dev/fuse usable);
+    /// returns its canonical path.
+    public static func checkMountpoint(_ path: String) throws(MountError) -> String {
+        do { return try MountTable.checkMountpoint(path) } catch { throw MountError(error.description) }
     }
 
-    /// Writes to /sys/fs/fuse/connections/<minor>/abort: every pending request fails at once.
-    public static func abortConnection(minor: Int) {
-        let path = "/sys/fs/fuse/connections/\(minor)/abort"
-        if let h = FileHandle(forWritingAtPath: path) {
-            h.write(Data("1".utf8))
-            try? h.close()
-        }
+    /// Lazily detaches the mount (umount2(MNT_DETACH), or `fusermount3 -u -z` when not privileged).
+    public static func detach(_ path: String) -> Bool { MountTable.lazyUnmount(path) == 0 }
+
+    /// Writes to /sys/fs/fuse/connections/<minor>/abort: every pending request of the connection fails at once.
+    public static func abortConnection(minor: Int?) {
+        guard let minor, let h = FileHandle(forWritingAtPath: "/sys/fs/fuse/connections/\(minor)/abort") else { return }
+        h.write(Data("1".utf8))
+        try? h.close()
     }
 
+    /// kill(pid, 0): whether the process exists.
     public static func isAlive(_ pid: Int32) -> Bool {
         kill(pid, 0) == 0 || errno == EPERM
+    }
+}
+
+/// A mount-table entry as gitfs sees it.
+public struct GitFSMountInfo: Sendable, Equatable {
+    public let entry: MountInfoEntry
+    public var mountpoint: String { entry.mountPoint }
+    public var fsType: String { entry.fsType }
+    public var minor: Int? { entry.minor }
+
+    /// The server's pid: gitfs mounts show `gitfs:<pid>` as their source.
+    public var serverPID: Int32? {
+        guard entry.source.hasPrefix("gitfs:") else { return nil }
+        return Int32(entry.source.dropFirst(6))
     }
 }

@@ -26,32 +26,15 @@ struct Mount: ParsableCommand {
 
     func run() throws {
         let home = Home(path: global.resolvedHome)
-        let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-        try Self.checkMountpoint(target)
+        let target = try GitFSMounts.checkMountpoint(URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
         if MirrorStore(home: home).names().isEmpty {
             throw MountError("no repositories in \(home.reposPath): add one with 'gitfs clone URL' first")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            throw MountError("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)")
         }
         if foreground {
             try serve(home: home, mountpoint: target)
         } else {
             try startInBackground(home: home, mountpoint: target)
         }
-    }
-
-    static func checkMountpoint(_ path: String) throws(MountError) {
-        var isDir: ObjCBool = false
-        if MountTable.mount(at: path) != nil {
-            throw MountError("\(path) is already a mount point: unmount it first ('gitfs unmount \(path)')")
-        }
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw MountError("mount point \(path) does not exist: create it with 'mkdir -p \(path)'")
-        }
-        guard isDir.boolValue else { throw MountError("mount point \(path) is not a directory") }
-        let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        guard contents.isEmpty else { throw MountError("mount point \(path) is not empty: use an empty directory") }
     }
 
     private func serve(home: Home, mountpoint: String) throws {
@@ -91,7 +74,7 @@ struct Mount: ParsableCommand {
         let pid = try Spawn.detached(executable: Spawn.selfExecutable(), arguments: args, outputFD: logFD)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
-            if let m = MountTable.mount(at: mountpoint), m.serverPID == pid,
+            if let m = GitFSMounts.mount(at: mountpoint), m.serverPID == pid,
                FileManager.default.fileExists(atPath: mountpoint + "/.gitfs/stats") {
                 print("mounted \(mountpoint) (server pid \(pid), log \(logPath)); unmount with 'gitfs unmount \(mountpoint)'")
                 return

@@ -16,11 +16,11 @@ struct Stats: ParsableCommand {
     func run() throws {
         var fields: [String: Any] = [:]
         let target: String? = try mountpoint.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? {
-            let mounts = MountTable.entries().filter { $0.serverPID != nil }
+            let mounts = GitFSMounts.all()
             return mounts.count == 1 ? mounts[0].mountpoint : nil
         }()
         if let target {
-            guard MountTable.mount(at: target)?.serverPID != nil else { throw MountError("\(target) is not a gitfs mount") }
+            guard GitFSMounts.mount(at: target)?.serverPID != nil else { throw MountError("\(target) is not a gitfs mount") }
             guard let data = FileManager.default.contents(atPath: target + "/.gitfs/stats"),
                   let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw MountError("cannot read \(target)/.gitfs/stats: is the server alive? ('gitfs unmount \(target)' clears a dead mount)")

@@ -14,29 +14,29 @@ struct Unmount: ParsableCommand {
 
     func run() throws {
         let target = URL(fileURLWithPath: mountpoint).standardizedFileURL.path
-        guard let mount = MountTable.mount(at: target) else {
+        guard let mount = GitFSMounts.mount(at: target) else {
             throw MountError("\(target) is not mounted")
         }
         guard mount.fsType.hasPrefix("fuse") else {
             throw MountError("\(target) is a \(mount.fsType) mount, not gitfs")
         }
-        let pid = mount.serverPID.flatMap { Unmounter.isAlive($0) ? $0 : nil }
+        let pid = mount.serverPID.flatMap { GitFSMounts.isAlive($0) ? $0 : nil }
         if let pid {
             kill(pid, SIGTERM)
-            if waitUntil(seconds: Double(timeout), { MountTable.mount(at: target) != mount && !Unmounter.isAlive(pid) }) {
+            if waitUntil(seconds: Double(timeout), { GitFSMounts.mount(at: target) != mount && !GitFSMounts.isAlive(pid) }) {
                 print("unmounted \(target)")
                 return
             }
         }
         // No live server (killed, crashed) or it did not finish: detach, then abort the connection.
-        if MountTable.mount(at: target) == mount, !Unmounter.detach(target) {
+        if GitFSMounts.mount(at: target) == mount, !GitFSMounts.detach(target) {
             throw MountError("cannot unmount \(target): \(String(cString: strerror(errno)))")
         }
-        if let pid, !waitUntil(seconds: 3, { !Unmounter.isAlive(pid) }) {
-            Unmounter.abortConnection(minor: mount.minor)
+        if let pid, !waitUntil(seconds: 3, { !GitFSMounts.isAlive(pid) }) {
+            GitFSMounts.abortConnection(minor: mount.minor)
             kill(pid, SIGKILL)
         } else if pid == nil {
-            Unmounter.abortConnection(minor: mount.minor)
+            GitFSMounts.abortConnection(minor: mount.minor)
         }
         print("unmounted \(target)")
     }
