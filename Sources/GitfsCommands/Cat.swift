@@ -1,7 +1,9 @@
 import ArgumentParser
 import GitStore
+import Resolver
 
-/// `gitfs cat NAME REV:PATH`: the exact bytes of a file.
+/// `gitfs cat NAME REV:PATH`: the exact bytes of a file, read through the resolver and content cache the
+/// mount uses (a miss is loaded from the packs once and cached).
 struct Cat: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cat",
@@ -11,7 +13,9 @@ struct Cat: ParsableCommand {
     @Argument(help: ArgumentHelp("Revision and path.", valueName: "rev:path")) var spec: String
 
     func run() throws {
-        let repo = try MirrorStore(home: Home(path: global.resolvedHome)).open(name: name)
+        let home = Home(path: global.resolvedHome)
+        let store = MirrorStore(home: home)
+        let repo = try store.open(name: name)
         let (rev, path) = RevPath.split(spec)
         guard let path, !path.isEmpty else {
             throw ValidationError("give a file as REV:PATH, e.g. 'gitfs cat \(name) \(rev):README.md'")
@@ -23,7 +27,17 @@ struct Cat: ParsableCommand {
         case .submodule:
             throw GitStoreError(.wrongType, "'\(path)' is a submodule in '\(rev)' of repository '\(name)'; it has no content here")
         case .file, .executable, .symlink:
-            try repo.withBlob(entry.oid) { try StandardOutput.write($0) }
+            let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home))
+            let content = try resolver.repository(named: name).openBlob(entry.oid)
+            let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { chunk.deallocate() }
+            var offset = 0
+            while true {
+                let n = try content.read(offset: offset, into: chunk)
+                if n == 0 { break }
+                try StandardOutput.write(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+                offset += n
+            }
         }
     }
 }
