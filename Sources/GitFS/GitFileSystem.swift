@@ -116,10 +116,10 @@ public final class GitFileSystem: FuseFileSystem {
             }
         case .refDirectory(let repo, let kind, let prefix):
             let full = prefix + text
-            let refs = try refList(repo, kind)
-            if refs.contains(where: { $0.name == full }) { return .ref(repo, kind, name: full) }
+            let refs = try refsOf(repo)
+            if refs.target(of: full, tags: kind == .tag) != nil { return .ref(repo, kind, name: full) }
             let dirPrefix = full + "/"
-            if refs.contains(where: { $0.name.hasPrefix(dirPrefix) }) { return .refDirectory(repo, kind, prefix: dirPrefix) }
+            if refs.hasRefs(under: dirPrefix, tags: kind == .tag) { return .refDirectory(repo, kind, prefix: dirPrefix) }
             throw .noEntry
         case .commits(let repo):
             guard let id = ObjectID(hex: text) else { throw .noEntry }
@@ -169,7 +169,7 @@ public final class GitFileSystem: FuseFileSystem {
             return (out, OpenedDirectory(cacheEntries: false))
         case .refDirectory(let repo, let kind, let prefix):
             var seenDirs = Set<String>()
-            for ref in try refList(repo, kind) where ref.name.hasPrefix(prefix) {
+            for ref in try refsOf(repo).list(tags: kind == .tag) where ref.name.hasPrefix(prefix) {
                 let rest = ref.name.dropFirst(prefix.count)
                 if let slash = rest.firstIndex(of: "/") {
                     let dir = String(rest[..<slash])
@@ -184,7 +184,7 @@ public final class GitFileSystem: FuseFileSystem {
         case .commits(let repo):
             let refs = try refsOf(repo)
             var seen = Set<ObjectID>()
-            for ref in refs.branches + refs.tags where seen.insert(ref.target).inserted {
+            for ref in refs.list(tags: false) + refs.list(tags: true) where seen.insert(ref.target).inserted {
                 guard let info = try? repo.view.commit(ref.target) else { continue }
                 try add(ref.target.hex, .object(ObjectNode(repo: repo, commit: ref.target, path: [],
                                                            entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree))))
@@ -223,18 +223,13 @@ public final class GitFileSystem: FuseFileSystem {
     }
 
     private func refTarget(_ repo: RepoRef, _ kind: RefKind, _ name: String) throws(Errno) -> [UInt8] {
-        guard let ref = try refList(repo, kind).first(where: { $0.name == name }) else { throw .noEntry }
+        guard let target = try refsOf(repo).target(of: name, tags: kind == .tag) else { throw .noEntry }
         let depth = name.split(separator: "/", omittingEmptySubsequences: false).count
-        return Array((String(repeating: "../", count: depth) + "commits/" + ref.target.hex).utf8)
+        return Array((String(repeating: "../", count: depth) + "commits/" + target.hex).utf8)
     }
 
-    private func refsOf(_ repo: RepoRef) throws(Errno) -> RefSnapshot {
+    private func refsOf(_ repo: RepoRef) throws(Errno) -> RefIndex {
         try mapped { () throws(ResolverError) in try repo.view.refs() }
-    }
-
-    private func refList(_ repo: RepoRef, _ kind: RefKind) throws(Errno) -> [Ref] {
-        let refs = try refsOf(repo)
-        return kind == .branch ? refs.branches : refs.tags
     }
 
     // MARK: files
@@ -275,8 +270,8 @@ public final class GitFileSystem: FuseFileSystem {
         case .object(let o):
             return [("user.git.oid", Array(o.entry.oid.hex.utf8)), ("user.git.commit", Array(o.commit.hex.utf8))]
         case .ref(let repo, let kind, let name):
-            guard let ref = try refList(repo, kind).first(where: { $0.name == name }) else { throw .noEntry }
-            return [("user.git.oid", Array(ref.target.hex.utf8))]
+            guard let target = try refsOf(repo).target(of: name, tags: kind == .tag) else { throw .noEntry }
+            return [("user.git.oid", Array(target.hex.utf8))]
         default:
             return []
         }

@@ -14,7 +14,7 @@ public final class RepoView: Sendable {
     unowned let resolver: Resolver
 
     private struct RefsState: Sendable {
-        var snapshot: RefSnapshot?
+        var refs: RefIndex?
         var readAt: ContinuousClock.Instant?
     }
     private let refsState = Mutex(RefsState())
@@ -29,17 +29,18 @@ public final class RepoView: Sendable {
 
     // MARK: refs
 
-    /// Branches, tags and default branch, at most `refsLifetime` old.
-    public func refs() throws(ResolverError) -> RefSnapshot {
+    /// Branches, tags and default branch, indexed, at most `refsLifetime` old.
+    public func refs() throws(ResolverError) -> RefIndex {
         let now = ContinuousClock.now
-        if let fresh = refsState.withLock({ s -> RefSnapshot? in
-            if let snap = s.snapshot, let at = s.readAt, now - at < Self.refsLifetime { return snap }
+        if let fresh = refsState.withLock({ s -> RefIndex? in
+            if let refs = s.refs, let at = s.readAt, now - at < Self.refsLifetime { return refs }
             return nil
         }) { return fresh }
         let snap: RefSnapshot
         do { snap = try repository.refs() } catch { throw .git(error) }
-        refsState.withLock { s in s.snapshot = snap; s.readAt = now }
-        return snap
+        let index = RefIndex(snap)
+        refsState.withLock { s in s.refs = index; s.readAt = now }
+        return index
     }
 
     /// Resolves a revision (branch, tag, id, `REV~N`) to a commit id.
