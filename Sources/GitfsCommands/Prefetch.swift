@@ -60,6 +60,11 @@ struct Prefetch: ParsableCommand {
             signal(SIGINT, SIG_DFL) // a second Ctrl-C ends the process at once
         }
         defer { signal(SIGINT, SIG_DFL) }
+        // A parent may have started us with SIGINT blocked; Ctrl-C must work anyway (workers inherit this).
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        sigaddset(&mask, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &mask, nil)
 
         let prefetcher = Prefetcher(view: view, filter: filter,
                                     jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount,

@@ -1,0 +1,277 @@
+import ContentCache
+import Foundation
+import GitStore
+import Resolver
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `gitfs prefetch` with the real binary against the fixture, with git as the oracle.
+@Suite(.serialized)
+struct PrefetchTests {
+    /// One blob of a tree as git lists it.
+    struct GitBlob: Hashable {
+        let mode: String
+        let oid: String
+        let path: String
+    }
+
+    /// `git ls-tree -r -z REV` of the fixture: files, executables and symlinks (no submodules).
+    static func blobs(_ fixture: FixtureRepo, _ rev: String) throws -> [GitBlob] {
+        let out = try gitBytes(["ls-tree", "-r", "-z", rev], cwd: fixture.path).stdout
+        return out.split(separator: 0).compactMap { rec -> GitBlob? in
+            let line = String(decoding: rec, as: UTF8.self)
+            guard let tab = line.firstIndex(of: "\t") else { return nil }
+            let f = line[..<tab].split(separator: " ")
+            guard f[1] == "blob" else { return nil }
+            return GitBlob(mode: String(f[0]), oid: String(f[2]), path: String(line[line.index(after: tab)...]))
+        }
+    }
+
+    /// The parsed summary line `prefetched N objects (...) in S s; C already cached; F failed`.
+    struct Summary {
+        let loaded: Int
+        let cached: Int
+        let failed: Int
+        let interrupted: Bool
+        init(_ text: String) throws {
+            let lines = text.split(separator: "\n")
+            guard lines.count == 1, let line = lines.first, line.hasPrefix("prefetched ") else {
+                throw TestFailure("expected one summary line, got: \(text.debugDescription)")
+            }
+            let words = line.split(separator: " ")
+            loaded = Int(words[1]) ?? -1
+            let parts = line.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            cached = Int(parts[1].split(separator: " ")[0]) ?? -1
+            failed = Int(parts[2].split(separator: " ")[0]) ?? -1
+            interrupted = line.contains("interrupted")
+        }
+    }
+
+    /// A home with the fixture cloned as `fx`.
+    static func home(_ fixture: FixtureRepo) throws -> TempDir {
+        let home = try TempDir("pf-home")
+        try gitfsOK(home: home.path, ["clone", fixture.path, "fx"])
+        return home
+    }
+
+    static func cacheContents(home: String, _ oid: String) throws -> [UInt8]? {
+        let cache = try Resolver.openCache(home: Home(path: home))
+        guard let key = CacheKey(hex: oid), let entry = cache.lookup(key) else { return nil }
+        var out = [UInt8](repeating: 0, count: entry.size)
+        var done = 0
+        try out.withUnsafeMutableBytes { buf in
+            while done < entry.size {
+                let n = try entry.read(offset: done, into: UnsafeMutableRawBufferPointer(rebasing: buf[done...]))
+                if n == 0 { break }
+                done += n
+            }
+        }
+        return Array(out.prefix(done))
+    }
+
+    static func cached(home: String, _ oids: some Sequence<String>) throws -> Set<String> {
+        let cache = try Resolver.openCache(home: Home(path: home))
+        return Set(oids.filter { CacheKey(hex: $0).map(cache.contains) ?? false })
+    }
+
+    @Test func prefetchesEveryBlobOfTheDefaultBranch() throws {
+        let fixture = try FixtureRepo.shared()
+        let home = try Self.home(fixture)
+        let blobs = try Self.blobs(fixture, "main")
+        let unique = Set(blobs.map(\.oid))
+        #expect(blobs.contains { $0.mode == "120000" } && blobs.contains { $0.mode == "100755" })
+
+        let first = try gitfsOK(home: home.path, ["prefetch", "fx"])
+        let s1 = try Summary(first.out)
+        #expect(s1.loaded == unique.count)
+        #expect(s1.cached == 0 && s1.failed == 0 && !s1.interrupted)
+        #expect(first.stderr.isEmpty, "no progress when stderr is not a terminal: \(first.stderr)")
+
+        // Every blob is in the cache with git's exact bytes.
+        #expect(try Self.cached(home: home.path, unique) == unique)
+        for b in blobs {
+            let expected = try fixture.gitBlob("main", b.path)
+            #expect(try Self.cacheContents(home: home.path, b.oid) == expected, "\(b.path)")
+            let cat = try runGitfs(home: home.path, ["cat", "fx", "main:" + b.path])
+            #expect(cat.status == 0 && cat.stdout == expected, "gitfs cat \(b.path)")
+        }
+
+        // A second run finds everything cached.
+        let s2 = try Summary(try gitfsOK(home: home.path, ["prefetch", "fx", "--rev", "main"]).out)
+        #expect(s2.loaded == 0 && s2.cached == unique.count && s2.failed == 0)
+        let verify = try runGitfs(home: home.path, ["verify"])
+        #expect(verify.status == 0 && verify.out.contains("0 bad"), "\(verify.out) \(verify.stderr)")
+    }
+
+    @Test func twoRevisionsShareTheWork() throws {
+        let fixture = try FixtureRepo.shared()
+        let home = try Self.home(fixture)
+        let a = Set(try Self.blobs(fixture, "main").map(\.oid))
+        let b = Set(try Self.blobs(fixture, "feature/x/y").map(\.oid))
+        #expect(!a.isDisjoint(with: b) && a != b)
+        let s = try Summary(try gitfsOK(home: home.path, ["prefetch", "fx", "--rev", "main", "--rev", "feature/x/y", "--jobs", "3"]).out)
+        #expect(s.loaded == a.union(b).count && s.cached == 0)
+        #expect(try Self.cached(home: home.path, a.union(b)) == a.union(b))
+
+        // Then a tag: only what is new to it is loaded.
+        let c = Set(try Self.blobs(fixture, "v1.0").map(\.oid))
+        let s2 = try Summary(try gitfsOK(home: home.path, ["prefetch", "fx", "--rev", "v1.0", "--rev", "main"]).out)
+        #expect(s2.loaded == c.subtracting(a.union(b)).count)
+        #expect(s2.cached == c.union(a).count - s2.loaded)
+    }
+
+    /// Patterns checked against `git ls-files ':(glob)PATTERN'` in a checkout of the fixture.
+    static let patterns = [
+        "*.md", "*", "**", "**/*.txt", "*.txt", "src", "src/", "a/**", "a/**/deep.txt", "**/deep.txt", "a/b/**/deep.txt",
+        "?in/*", "bin/[a-s]*", "bin/[!r]*", "bin/[^r]*", "data/*.txt", "*/*", "*.[td][xa]?", "link-*", "nomatch*",
+        "a/b/*", "a/*/c", "[[:alpha:]]*/run.sh", "[[:upper:]]*", "**/b/**", "big/**", "a/**/h", "**/h/*",
+        "-leading-dash.txt", "*spaces*", "a*", "b*/**", "*/**/*.c", "bin/r?n.sh", "[a-c]/**", "link-[a-e]??",
+        "quote\"back\\\\slash.txt", "\\*", "[]]*", "*[[:digit:]]*", "a/b/c/d/e/f/g/h/deep.txt", "a/b/c", "a/b/c/",
+    ]
+
+    @Test func patternsAgreeWithGitPathspecs() throws {
+        let fixture = try FixtureRepo.shared()
+        let all = try gitBytes(["ls-files", "-z"], cwd: fixture.path).stdout.split(separator: 0).map { Array($0) }
+        #expect(all.count >= 15)
+        for p in Self.patterns {
+            let oracle = Set(try gitBytes(["ls-files", "-z", ":(glob)" + p], cwd: fixture.path).stdout.split(separator: 0).map { Array($0) })
+            let pattern = try GlobPattern(p)
+            let ours = Set(all.filter { pattern.matches($0) })
+            #expect(ours == oracle, "pattern \(p): ours \(ours.map { String(decoding: $0, as: UTF8.self) }.sorted()) git \(oracle.map { String(decoding: $0, as: UTF8.self) }.sorted())")
+            // Pruning never loses a match: every directory of a matching path may match below.
+            for path in oracle {
+                var dir: [UInt8] = []
+                for comp in path.split(separator: UInt8(ascii: "/")).dropLast() {
+                    if !dir.isEmpty { dir.append(UInt8(ascii: "/")) }
+                    dir.append(contentsOf: comp)
+                    #expect(pattern.mayMatch(below: dir), "pattern \(p) pruned \(String(decoding: dir, as: UTF8.self))")
+                }
+            }
+        }
+    }
+
+    @Test func prefetchWithPatternsLoadsExactlyTheMatchingFiles() throws {
+        let fixture = try FixtureRepo.shared()
+        let home = try Self.home(fixture)
+        let blobs = try Self.blobs(fixture, "main")
+        let everything = Set(blobs.map(\.oid))
+        for patterns in [["**/*.txt"], ["src", "bin/*"], ["a/**", "*.md"], ["*"]] {
+            try? FileManager.default.removeItem(atPath: home.sub("cache"))
+            let oracleArgs = ["ls-files", "-z"] + patterns.map { ":(glob)" + $0 }
+            let matched = Set(try gitBytes(oracleArgs, cwd: fixture.path).stdout.split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
+            let want = Set(blobs.filter { matched.contains($0.path) }.map(\.oid))
+            let s = try Summary(try gitfsOK(home: home.path, ["prefetch", "fx"] + patterns).out)
+            #expect(s.loaded == want.count, "\(patterns)")
+            #expect(try Self.cached(home: home.path, everything) == want, "\(patterns)")
+        }
+    }
+
+    @Test func badRevisionFailsAndNoMatchSucceedsWithZero() throws {
+        let fixture = try FixtureRepo.shared()
+        let home = try Self.home(fixture)
+        let bad = try runGitfs(home: home.path, ["prefetch", "fx", "--rev", "main", "--rev", "no-such-branch"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.hasPrefix("gitfs: error: ") && bad.stderr.split(separator: "\n").count == 1, "\(bad.stderr)")
+        #expect(bad.stderr.contains("no-such-branch"))
+        #expect(bad.out.isEmpty)
+        // Nothing was loaded for the good revision either.
+        let fresh = try Resolver.openCache(home: Home(path: home.path))
+        #expect(try Self.blobs(fixture, "main").allSatisfy { !fresh.contains(CacheKey(hex: $0.oid)!) })
+
+        let none = try runGitfs(home: home.path, ["prefetch", "fx", "does/not/*/exist", "*.nothing"])
+        #expect(none.status == 0, "\(none.stderr)")
+        let s = try Summary(none.out)
+        #expect(s.loaded == 0 && s.cached == 0 && s.failed == 0)
+        #expect(none.out.hasPrefix("prefetched 0 objects"))
+
+        let noRepo = try runGitfs(home: home.path, ["prefetch", "nope"])
+        #expect(noRepo.status == 1 && noRepo.stderr.hasPrefix("gitfs: error: "))
+        let badJobs = try runGitfs(home: home.path, ["prefetch", "fx", "--jobs", "0"])
+        #expect(badJobs.status == 2)
+    }
+
+    /// A repository of `count` small distinct files in 100 directories, made with `git fast-import`.
+    static func manyFilesRepo(in dir: String, count: Int) throws -> String {
+        let path = dir + "/big.git"
+        try git("init", "-q", "--bare", path, cwd: dir)
+        var stream = [UInt8]()
+        stream.reserveCapacity(count * 300)
+        for i in 0..<count {
+            let data = String(repeating: "object \(i) ", count: 16) + "\n"
+            stream += Array("blob\nmark :\(i + 1)\ndata \(data.utf8.count)\n\(data)\n".utf8)
+        }
+        stream += Array("commit refs/heads/main\ncommitter T <t@example.com> 1700000000 +0000\ndata 4\nbig\n".utf8)
+        for i in 0..<count {
+            stream += Array("M 100644 :\(i + 1) d\(i % 100)/f\(i).txt\n".utf8)
+        }
+        stream += [0x0A]
+        try gitBytes(["fast-import", "--quiet"], cwd: path, stdin: stream)
+        try git("symbolic-ref", "HEAD", "refs/heads/main", cwd: path)
+        return path
+    }
+
+    /// Bytes in the cache's files (entries are written to segment files and object files).
+    static func cacheBytes(_ home: TempDir) -> Int {
+        let root = home.sub("cache")
+        let files = (try? FileManager.default.subpathsOfDirectory(atPath: root)) ?? []
+        return files.reduce(0) { sum, f in
+            var st = stat()
+            return sum + (lstat(root + "/" + f, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG ? Int(st.st_size) : 0)
+        }
+    }
+
+    @Test func sigintStopsPromptlyAndLeavesOnlyCompleteEntries() throws {
+        let dir = try TempDir("pf-big")
+        let count = 100_000
+        let repo = try Self.manyFilesRepo(in: dir.path, count: count)
+        let home = try TempDir("pf-home")
+        try gitfsOK(home: home.path, ["clone", repo, "big"])
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: gitfsBinary)
+        p.arguments = ["prefetch", "--home", home.path, "big", "--jobs", "2"]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        // Wait until loading is under way: entries appear in the cache.
+        let started = waitFor(seconds: 60) { Self.cacheBytes(home) > 200_000 }
+        #expect(started)
+        #expect(p.isRunning, "the prefetch finished before it could be interrupted; make the repository bigger")
+        let sent = ContinuousClock.now
+        p.interrupt()
+        let exited = waitFor(seconds: 5) { !p.isRunning }
+        let took = ContinuousClock.now - sent
+        #expect(exited, "prefetch did not stop within 5 s of SIGINT")
+        p.waitUntilExit()
+        #expect(took < .seconds(2), "stopping took \(took)")
+        #expect(p.terminationReason == .exit && p.terminationStatus == 130)
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let s = try Summary(text)
+        #expect(s.interrupted && s.loaded > 0 && s.loaded < count, "\(text)")
+
+        let verify = try runGitfs(home: home.path, ["verify"])
+        #expect(verify.status == 0 && verify.out.contains("0 bad"), "\(verify.out) \(verify.stderr)")
+        // A second run loads exactly the rest.
+        let s2 = try Summary(try gitfsOK(home: home.path, ["prefetch", "big"]).out)
+        #expect(s2.loaded + s2.cached == count && s2.cached >= s.loaded && s2.failed == 0)
+    }
+
+    @Test func fetchFlagWarnsWhenTheRemoteIsGoneAndContinues() throws {
+        let fixture = try FixtureRepo.shared()
+        let dir = try TempDir("pf-fetch")
+        try fixture.bareCopy(to: dir.sub("src.git"))
+        let home = try TempDir("pf-home")
+        try gitfsOK(home: home.path, ["clone", dir.sub("src.git"), "fx"])
+        try FileManager.default.removeItem(atPath: dir.sub("src.git"))
+        let r = try runGitfs(home: home.path, ["prefetch", "fx", "--fetch", "src/**"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("gitfs: warning: fetch failed (") && lines[0].hasSuffix("): prefetching from what is mirrored"), "\(r.stderr)")
+        #expect(try Summary(r.out).loaded == 1)
+    }
+}
