@@ -293,6 +293,10 @@ extension FuseMount: RequestHandler {
             if fi.pointee.flags & O_ACCMODE != O_RDONLY || fi.pointee.flags & O_TRUNC != 0 {
                 throw .readOnlyFileSystem
             }
+            if filesystem.servesWithoutOpen {
+                // The kernel takes ENOSYS as "no open support" for the whole connection.
+                return .error(ENOSYS, counted: false)
+            }
             let opened = try filesystem.open(try node(ino))
             let box = Unmanaged.passRetained(HandleBox(opened.handle))
             let fh = UInt64(UInt(bitPattern: box.toOpaque()))
@@ -309,14 +313,20 @@ extension FuseMount: RequestHandler {
 
     func read(_ req: OpaquePointer, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serveRequest(req, "read", ino) { () throws(Errno) -> Reply in
-            guard let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { throw .badFileDescriptor }
-            let handle = Unmanaged<HandleBox<FS.Handle>>.fromOpaque(raw).takeUnretainedValue().handle
+            let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))
+            let handle = raw.map { Unmanaged<HandleBox<FS.Handle>>.fromOpaque($0).takeUnretainedValue().handle }
+            let byNode: FS.Node? = handle == nil && filesystem.servesWithoutOpen ? try node(ino) : nil
+            guard handle != nil || byNode != nil else { throw .badFileDescriptor }
             guard size > 0 else { return .data(nil, 0) }
             let buffer = scratch.buffer(atLeast: size)
             var filled = 0
             while filled < size {
-                let n = try filesystem.read(handle, offset: Int(offset) + filled,
-                                            into: UnsafeMutableRawBufferPointer(start: buffer + filled, count: size - filled))
+                let target = UnsafeMutableRawBufferPointer(start: buffer + filled, count: size - filled)
+                let n = if let handle {
+                    try filesystem.read(handle, offset: Int(offset) + filled, into: target)
+                } else {
+                    try filesystem.read(node: byNode!, offset: Int(offset) + filled, into: target)
+                }
                 if n <= 0 { break }
                 filled += min(n, size - filled)
             }

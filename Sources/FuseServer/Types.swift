@@ -107,6 +107,21 @@ public protocol FuseFileSystem: Sendable {
     func release(_ handle: Handle)
     func extendedAttributes(of node: Node) throws(Errno) -> [(name: String, value: [UInt8])]
     func statistics() -> (totalBytes: UInt64, files: UInt64)   // for statfs; may be rough
+
+    /// True to serve regular files without OPEN and RELEASE (FUSE "no open support"): the server answers
+    /// OPEN with ENOSYS, after which the kernel sends neither for the whole connection and keeps every
+    /// file's page cache across opens (FOPEN_KEEP_CACHE). Reads then arrive without a handle and go to
+    /// `read(node:offset:into:)`, so content must be immutable per node. Default false.
+    var servesWithoutOpen: Bool { get }
+    /// Reads a file by node when `servesWithoutOpen` is true. Same contract as `read(_:offset:into:)`.
+    func read(node: Node, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
+}
+
+extension FuseFileSystem {
+    public var servesWithoutOpen: Bool { false }
+    public func read(node: Node, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        throw .notSupported
+    }
 }
 
 /// How a FuseMount mounts and serves.

@@ -25,6 +25,12 @@ public final class GitFileSystem: FuseFileSystem {
     let startTime = Int64(Date().timeIntervalSince1970)
     /// Produces the JSON of `.gitfs/stats`; set by the mount once the server exists.
     let statsSource = Mutex<(@Sendable () -> [UInt8])?>(nil)
+    /// Recent `.gitfs/stats` snapshots by number. Files are served without OPEN and keep their page
+    /// cache, so each lookup of `stats` (entry lifetime 0) takes a fresh snapshot under a new node.
+    private let statsSnapshots = Mutex<(next: UInt64, recent: [UInt64: [UInt8]])>((1, [:]))
+    /// Opened blob contents by object id, so reads (which come without a file handle) do not reopen the
+    /// cache entry each time. Bounded: a cached entry counts 64 KiB (one fd), a blob held in memory its size.
+    let contents = BoundedCache<ObjectID, BlobContent>(maxBytes: 64 << 20)
 
     /// Lifetime in the kernel of immutable nodes (everything under commits/).
     static let immutableTTL: Double = 24 * 3600
@@ -56,8 +62,9 @@ public final class GitFileSystem: FuseFileSystem {
         switch node {
         case .root, .control, .repository, .refDirectory, .commits:
             return directory()
-        case .stats:
-            return NodeAttributes(kind: .regularFile, permissions: 0o444, size: 0, mtime: Int64(Date().timeIntervalSince1970), ttl: 0)
+        case .stats(let snapshot):
+            let size = statsSnapshots.withLock { $0.recent[snapshot]?.count ?? 0 }
+            return NodeAttributes(kind: .regularFile, permissions: 0o444, size: UInt64(size), mtime: Int64(Date().timeIntervalSince1970), ttl: 0)
         case .head(let repo):
             return symlink(try headTarget(repo))
         case .ref(let repo, let kind, let name):
@@ -102,7 +109,7 @@ public final class GitFileSystem: FuseFileSystem {
             return .repository(RepoRef(view: view))
         case .control:
             guard text == "stats" else { throw .noEntry }
-            return .stats
+            return takeStatsSnapshot()
         case .repository(let repo):
             switch text {
             case "HEAD":
@@ -159,7 +166,7 @@ public final class GitFileSystem: FuseFileSystem {
             }
             return (out, OpenedDirectory(cacheEntries: false))
         case .control:
-            try add("stats", .stats)
+            try add("stats", takeStatsSnapshot())
             return (out, OpenedDirectory(cacheEntries: false))
         case .repository(let repo):
             if try refsOf(repo).defaultBranch != nil { try add("HEAD", .head(repo)) }
@@ -236,8 +243,8 @@ public final class GitFileSystem: FuseFileSystem {
 
     public func open(_ node: GitFSNode) throws(Errno) -> OpenedFile<GitFSHandle> {
         switch node {
-        case .stats:
-            let bytes = statsSource.withLock { $0 }?() ?? Array("{}\n".utf8)
+        case .stats(let snapshot):
+            let bytes = statsSnapshots.withLock { $0.recent[snapshot] } ?? []
             return OpenedFile(handle: .bytes(bytes), keepCache: false, directIO: true)
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
             let content = try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid) }
@@ -264,6 +271,48 @@ public final class GitFileSystem: FuseFileSystem {
     }
 
     public func release(_ handle: GitFSHandle) {}
+
+    /// Regular files are served without OPEN/RELEASE: warm reads never leave the kernel.
+    public var servesWithoutOpen: Bool { true }
+
+    public func read(node: GitFSNode, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        switch node {
+        case .stats(let snapshot):
+            let bytes = statsSnapshots.withLock { $0.recent[snapshot] } ?? []
+            return try read(.bytes(bytes), offset: offset, into: buffer)
+        case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
+            let content = try openContent(o.entry.oid, view: o.repo.view)
+            return try mapped { () throws(ResolverError) in try content.read(offset: offset, into: buffer) }
+        case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
+            throw .isDirectory
+        case .root, .control, .repository, .refDirectory, .commits:
+            throw .isDirectory
+        default:
+            throw .invalid
+        }
+    }
+
+    /// The opened content of a blob, from `contents` or opened now (concurrent first reads of one blob
+    /// may both open it; the loads behind them are single-flight, the spare opened entry is dropped).
+    private func openContent(_ id: ObjectID, view: RepoView) throws(Errno) -> BlobContent {
+        if let open = contents.value(for: id) { return open }
+        let content = try mapped { () throws(ResolverError) in try view.openBlob(id) }
+        contents.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
+        return content
+    }
+
+    /// A new numbered snapshot of the stats JSON; the 64 most recent are kept.
+    private func takeStatsSnapshot() -> GitFSNode {
+        let bytes = statsSource.withLock { $0 }?() ?? Array("{}\n".utf8)
+        let number = statsSnapshots.withLock { s -> UInt64 in
+            let n = s.next
+            s.next += 1
+            s.recent[n] = bytes
+            s.recent.removeValue(forKey: n &- 64)
+            return n
+        }
+        return .stats(snapshot: number)
+    }
 
     public func extendedAttributes(of node: GitFSNode) throws(Errno) -> [(name: String, value: [UInt8])] {
         switch node {

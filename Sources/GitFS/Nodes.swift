@@ -34,7 +34,7 @@ public struct ObjectNode: Hashable, Sendable {
 public enum GitFSNode: Hashable, Sendable {
     case root
     case control                               // .gitfs/
-    case stats                                 // .gitfs/stats
+    case stats(snapshot: UInt64)               // .gitfs/stats: every lookup takes a new snapshot (a new inode)
     case repository(RepoRef)                   // NAME/
     case head(RepoRef)                         // NAME/HEAD
     case refDirectory(RepoRef, RefKind, prefix: String)  // NAME/branches/, NAME/branches/feature/ ...

@@ -5,7 +5,7 @@ import Synchronization
 /// generation are promoted; when the young generation exceeds its share of the budget, the old one is
 /// dropped whole. Memory is therefore at most `maxBytes` (plus per-entry overhead estimates).
 /// Thread-safe: every operation takes only its key's shard lock.
-final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct Generations: ~Copyable {
         var young: [Key: (Value, Int)] = [:]
         var old: [Key: (Value, Int)] = [:]
@@ -22,7 +22,7 @@ final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     /// - Parameters:
     ///   - maxBytes: the total budget across shards.
     ///   - shardCount: number of independent locks.
-    init(maxBytes: Int, shardCount: Int = 16) {
+    public init(maxBytes: Int, shardCount: Int = 16) {
         shards = (0..<shardCount).map { _ in Shard() }
         bytesPerGeneration = max(1, maxBytes / shardCount / 2)
     }
@@ -32,7 +32,7 @@ final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     /// The cached value, promoting it to the young generation.
-    func value(for key: Key) -> Value? {
+    public func value(for key: Key) -> Value? {
         shards[shard(key)].state.withLock { g in
             if let hit = g.young[key] { return hit.0 }
             if let hit = g.old.removeValue(forKey: key) {
@@ -44,7 +44,7 @@ final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     /// Stores a value with its approximate size in bytes.
-    func set(_ value: Value, for key: Key, bytes: Int) {
+    public func set(_ value: Value, for key: Key, bytes: Int) {
         shards[shard(key)].state.withLock { g in
             Self.insert(&g, key, value, bytes, limit: bytesPerGeneration)
         }
@@ -63,5 +63,5 @@ final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     }
 
     /// Number of cached values (for tests and stats).
-    var count: Int { shards.reduce(0) { sum, s in sum + s.state.withLock { $0.young.count + $0.old.count } } }
+    public var count: Int { shards.reduce(0) { sum, s in sum + s.state.withLock { $0.young.count + $0.old.count } } }
 }

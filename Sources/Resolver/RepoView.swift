@@ -185,6 +185,14 @@ public final class BlobContent: Sendable {
         self.loaded = Mutex(loaded)
     }
 
+    /// Bytes held in memory when the content is served from memory; nil when it reads a cache entry.
+    public var memoryBytes: Int? {
+        switch loaded.withLock({ $0 }) {
+        case .cached: return nil
+        case .memory(let b): return b.count
+        }
+    }
+
     /// Content size in bytes.
     public var size: Int {
         switch loaded.withLock({ $0 }) {
