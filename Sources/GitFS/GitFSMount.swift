@@ -44,7 +44,7 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
-        resolver = Resolver(store: store, cache: cache, logger: logger)
+        resolver = Resolver(store: store, cache: cache, backgroundFill: true, logger: logger)
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()
         options.threads = max(1, configuration.threads)
@@ -69,6 +69,7 @@ public final class GitFSMount: Sendable {
         }
         logger.info("serving", metadata: ["mountpoint": "\(configuration.mountpoint)", "threads": "\(configuration.threads)"])
         server.serve()
+        resolver.shutdown()
         enforcer?.stop()
         resolver.cache.flushUsage()
         logger.info("unmounted", metadata: ["mountpoint": "\(configuration.mountpoint)"])

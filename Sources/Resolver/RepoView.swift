@@ -108,27 +108,35 @@ public final class RepoView: Sendable {
             return BlobContent(id: id, view: self, loaded: .cached(entry))
         }
         resolver.misses.add(1, ordering: .relaxed)
-        return BlobContent(id: id, view: self, loaded: try load(id, key: key))
+        if let waiting = resolver.filler?.pendingBytes(of: id) {
+            return BlobContent(id: id, view: self, loaded: .memory(waiting))
+        }
+        return BlobContent(id: id, view: self, loaded: try load(id, key: key, deferStore: true))
     }
 
     /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.
     public func ensureCached(_ id: ObjectID) throws(ResolverError) -> Bool {
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         if resolver.cache.contains(key) { return false }
-        _ = try load(id, key: key)
+        _ = try load(id, key: key, deferStore: false)
         return true
     }
 
     /// Loads a blob out of the packs through the single-flight loader.
-    func load(_ id: ObjectID, key: CacheKey) throws(ResolverError) -> LoadedBlob {
+    func load(_ id: ObjectID, key: CacheKey, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
         let resolver = self.resolver
         let outcome: (value: LoadedBlob, joined: Bool)
         do {
             outcome = try resolver.loads.run(id) { () throws(ResolverError) -> LoadedBlob in
                 // Another process (or a load that just finished) may have filled it meanwhile.
                 if let entry = resolver.cache.lookup(key) { return .cached(entry) }
+                if let waiting = resolver.filler?.pendingBytes(of: id) {
+                    // Loaded moments ago for a reader and not written yet.
+                    if !deferStore { try self.storeNow(key, waiting) }
+                    return .memory(waiting)
+                }
                 resolver.blobLoads.add(1, ordering: .relaxed)
-                return try self.loadFromPacks(id, key: key)
+                return try self.loadFromPacks(id, key: key, deferStore: deferStore)
             }
         } catch let e as ResolverError {
             throw e
@@ -139,11 +147,25 @@ public final class RepoView: Sendable {
         return outcome.value
     }
 
-    private func loadFromPacks(_ id: ObjectID, key: CacheKey) throws(ResolverError) -> LoadedBlob {
+    private func storeNow(_ key: CacheKey, _ bytes: [UInt8]) throws(ResolverError) {
+        do {
+            try bytes.withUnsafeBytes { try resolver.cache.store(key, content: $0) }
+        } catch let e as CacheError {
+            throw .cache(e)
+        } catch {
+            throw .notFound("\(error)")
+        }
+    }
+
+    private func loadFromPacks(_ id: ObjectID, key: CacheKey, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
         let resolver = self.resolver
         let result: Result<LoadedBlob, ResolverError>
         do {
             result = try repository.withBlob(id) { content -> Result<LoadedBlob, ResolverError> in
+                if deferStore, let filler = resolver.filler {
+                    let bytes = Array(content)
+                    if filler.submit(key, id: id, bytes: bytes) { return .success(.memory(bytes)) }
+                }
                 do {
                     try resolver.cache.store(key, content: content)
                 } catch let error as CacheError {
@@ -231,7 +253,7 @@ public final class BlobContent: Sendable {
                     ])
                     guard attempts < 3 else { throw .cache(error) }
                     let key = id.withUnsafeBytes { CacheKey(raw: $0) }
-                    let reloaded = try view.load(id, key: key)
+                    let reloaded = try view.load(id, key: key, deferStore: false)
                     loaded.withLock { $0 = reloaded }
                 }
             }

@@ -51,12 +51,19 @@ public final class Resolver: Sendable {
     /// back from the content cache so that memory stays bounded.
     let memoryServeLimit: Int
 
+    /// Writes blobs loaded for readers to the cache off the read path (nil: written before the reader gets them).
+    let filler: CacheFiller?
+
     /// - Parameters:
     ///   - treeCacheBytes: budget of the parsed-tree cache.
+    ///   - backgroundFill: publish blobs loaded by `openBlob` to the cache on background threads (a
+    ///     mount); call `shutdown()` before exiting so they are written. Commands leave it off.
     public init(store: MirrorStore, cache: ContentCache, treeCacheBytes: Int = 64 << 20,
-                memoryServeLimit: Int = 1 << 20, logger: Logger = Logger(label: "gitfs.resolver")) {
+                memoryServeLimit: Int = 1 << 20, backgroundFill: Bool = false,
+                logger: Logger = Logger(label: "gitfs.resolver")) {
         self.store = store
         self.cache = cache
+        self.filler = backgroundFill ? CacheFiller(cache: cache, logger: logger) : nil
         self.trees = BoundedCache(maxBytes: treeCacheBytes)
         self.sizes = BoundedCache(maxBytes: 8 << 20)
         self.commits = BoundedCache(maxBytes: 4 << 20)
@@ -70,6 +77,11 @@ public final class Resolver: Sendable {
             let actual = GitHash.blobID(of: content)
             return actual.withUnsafeBytes { CacheKey(raw: $0) } == key
         })
+    }
+
+    /// Writes every blob still waiting for the cache and stops the background threads. Idempotent.
+    public func shutdown() {
+        filler?.shutdown()
     }
 
     public var counters: ResolverCounters {

@@ -1,0 +1,93 @@
+import ContentCache
+import Foundation
+import GitStore
+import Logging
+
+/// Publishes freshly loaded blobs to the content cache off the read path: a reader gets the inflated
+/// bytes at once, and a small fixed set of threads verifies, compresses and writes them afterwards.
+/// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
+///
+/// Bounded: at most `maxPendingBytes` wait (a submit beyond that is refused and the caller stores
+/// synchronously). Tracked: the threads are joined by `shutdown()`, which first writes everything still
+/// queued. A store that fails (full disk, content that does not match its id) is logged; the bytes were
+/// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
+final class CacheFiller: @unchecked Sendable {
+    private let cache: ContentCache
+    private let logger: Logger
+    private let maxPendingBytes: Int
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var queue: [(key: CacheKey, id: ObjectID)] = []
+    private var queueHead = 0
+    private var pending: [ObjectID: [UInt8]] = [:]
+    private var pendingBytes = 0
+    private var stopping = false
+    private var workers: WorkerThreads?
+
+    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 256 << 20) {
+        self.cache = cache
+        self.logger = logger
+        self.maxPendingBytes = maxPendingBytes
+        workers = WorkerThreads.start(count: threads) { [unowned self] _ in self.work() }
+    }
+
+    /// Queues `bytes` for publication under `key`; false when the queue is full or shutting down.
+    func submit(_ key: CacheKey, id: ObjectID, bytes: [UInt8]) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping, pending[id] == nil, pendingBytes + bytes.count <= maxPendingBytes else { return false }
+        pending[id] = bytes
+        pendingBytes += bytes.count
+        queue.append((key, id))
+        condition.signal()
+        return true
+    }
+
+    /// The bytes of a blob waiting to be written, if any.
+    func pendingBytes(of id: ObjectID) -> [UInt8]? {
+        condition.lock()
+        defer { condition.unlock() }
+        return pending[id]
+    }
+
+    /// Writes what is queued, then stops and joins the threads. Idempotent.
+    func shutdown() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        let w = workers
+        workers = nil
+        condition.unlock()
+        w?.join()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while queueHead == queue.count && !stopping { condition.wait() }
+            if queueHead == queue.count {
+                condition.unlock()
+                return
+            }
+            let job = queue[queueHead]
+            queueHead += 1
+            if queueHead > 1024 && queueHead * 2 > queue.count {
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            let bytes = pending[job.id] ?? []
+            condition.unlock()
+
+            do {
+                try bytes.withUnsafeBytes { try cache.store(job.key, content: $0) }
+            } catch {
+                logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
+            }
+            condition.lock()
+            if let held = pending.removeValue(forKey: job.id) { pendingBytes -= held.count }
+            condition.unlock()
+        }
+    }
+
+    deinit { shutdown() }
+}
