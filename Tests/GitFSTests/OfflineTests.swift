@@ -8,7 +8,7 @@ import Glibc
 /// Runs `gitfs ARGS` (with `--home` after the subcommand) via posix_spawn and waitpid, outputs in files,
 /// killing it after `seconds` (status 124). Foundation.Process can miss the exit of `gitfs mount`,
 /// whose server lives on in the background, so the offline test does not use it.
-private func gitfsBounded(home: String, _ args: [String], seconds: Double = 120) throws -> Ran {
+func offlineRunGitfs(home: String, _ args: [String], seconds: Double = 120) throws -> OfflineRan {
     let dir = try TempDir("offline-run")
     let outPath = dir.sub("out"), errPath = dir.sub("err")
     let argv = [gitfsBinary, args[0], "--home", home] + args.dropFirst()
@@ -45,11 +45,11 @@ private func gitfsBounded(home: String, _ args: [String], seconds: Double = 120)
     }
     let out = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
     let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-    return Ran(status: code, stdout: Array(out), stderr: err)
+    return OfflineRan(status: code, stdout: Array(out), stderr: err)
 }
 
 /// Exit status and outputs of `gitfsBounded`.
-private struct Ran {
+struct OfflineRan {
     let status: Int32
     let stdout: [UInt8]
     let stderr: String
@@ -72,7 +72,7 @@ struct OfflineTests {
 
     /// `gitfs unmount`, then `umount -l` as a last resort.
     static func unmount(home: String, _ mp: String) {
-        if mounted(mp) { _ = try? gitfsBounded(home: home, ["unmount", mp], seconds: 30) }
+        if mounted(mp) { _ = try? offlineRunGitfs(home: home, ["unmount", mp], seconds: 30) }
         if mounted(mp) { _ = umount2(mp, Int32(MNT_DETACH)) }
     }
 
@@ -136,7 +136,7 @@ struct OfflineTests {
 
         let mp = try TempDir("offline-mp")
         defer { Self.unmount(home: home.path, mp.path) }
-        let m = try gitfsBounded(home: home.path, ["mount", mp.path], seconds: 90)
+        let m = try offlineRunGitfs(home: home.path, ["mount", mp.path], seconds: 90)
         #expect(m.status == 0, "\(m.stderr)")
         #expect(Self.mounted(mp.path))
 
@@ -166,26 +166,26 @@ struct OfflineTests {
         #expect(FileManager.default.fileExists(atPath: mp.sub("fx/tags/v1.0/src/main.c")))
 
         // Prefetch, cat and ls work (while the mount runs).
-        let pf = try gitfsBounded(home: home.path, ["prefetch", "fx", "--rev", "main", "--rev", "v1.0", "--rev", "release-1.x"])
+        let pf = try offlineRunGitfs(home: home.path, ["prefetch", "fx", "--rev", "main", "--rev", "v1.0", "--rev", "release-1.x"])
         #expect(pf.status == 0 && pf.out.hasPrefix("prefetched ") && pf.out.contains("0 failed"), "\(pf.out) \(pf.stderr)")
-        let pf2 = try gitfsBounded(home: home.path, ["prefetch", "fx", "--fetch", "**/*.txt"])
+        let pf2 = try offlineRunGitfs(home: home.path, ["prefetch", "fx", "--fetch", "**/*.txt"])
         #expect(pf2.status == 0 && pf2.out.hasPrefix("prefetched "), "\(pf2.stderr)")
         #expect(pf2.stderr.hasPrefix("gitfs: warning: fetch failed (") && pf2.stderr.contains(url), "\(pf2.stderr)")
         for rev in ["main", "v1.0"] {
-            let cat = try gitfsBounded(home: home.path, ["cat", "fx", rev + ":src/main.c"])
+            let cat = try offlineRunGitfs(home: home.path, ["cat", "fx", rev + ":src/main.c"])
             let expectedMain = try fixture.gitBlob(rev, "src/main.c")
             #expect(cat.status == 0 && cat.stdout == expectedMain)
-            let ls = try gitfsBounded(home: home.path, ["ls", "fx", rev])
+            let ls = try offlineRunGitfs(home: home.path, ["ls", "fx", rev])
             #expect(ls.status == 0, "\(ls.stderr)")
             let expectedLs = try git("ls-tree", "-l", rev, cwd: fixture.path)
             #expect(ls.out == expectedLs, "gitfs ls \(rev)")
         }
-        let verify = try gitfsBounded(home: home.path, ["verify"])
+        let verify = try offlineRunGitfs(home: home.path, ["verify"])
         #expect(verify.status == 0, "\(verify.out) \(verify.stderr)")
 
         // Fetch fails with one line naming the remote, and keeps every ref.
         for args in [["fetch", "fx"], ["fetch"]] {
-            let f = try gitfsBounded(home: home.path, args)
+            let f = try offlineRunGitfs(home: home.path, args)
             #expect(f.status == 1)
             let lines = f.stderr.split(separator: "\n")
             #expect(lines.count == 1 && lines[0].hasPrefix("gitfs: error: ") && lines[0].contains(url), "\(f.stderr)")

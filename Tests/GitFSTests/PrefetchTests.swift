@@ -274,4 +274,67 @@ struct PrefetchTests {
         #expect(lines.count == 1 && lines[0].hasPrefix("gitfs: warning: fetch failed (") && lines[0].hasSuffix("): prefetching from what is mirrored"), "\(r.stderr)")
         #expect(try Summary(r.out).loaded == 1)
     }
+
+    @Test func progressOnlyOnATerminal() throws {
+        let fixture = try FixtureRepo.shared()
+        let home = try Self.home(fixture)
+        // `script` gives the command a pseudo-terminal; its output is what the terminal showed.
+        let cmd = "'\(gitfsBinary)' prefetch --home '\(home.path)' fx --rev main --rev v1.0"
+        let r = try run(["script", "-qec", cmd, "/dev/null"])
+        #expect(r.status == 0, "\(r.out)")
+        #expect(r.out.contains("\rprefetch: "), "no progress line on a terminal: \(r.out.debugDescription)")
+        #expect(r.out.contains(" objects, ") && r.out.contains("/s"), "\(r.out.debugDescription)")
+        #expect(r.out.contains("prefetched "))
+        // Not a terminal: only the summary line.
+        try FileManager.default.removeItem(atPath: home.sub("cache"))
+        let plain = try gitfsOK(home: home.path, ["prefetch", "fx", "--rev", "main", "--rev", "v1.0"])
+        #expect(plain.stderr.isEmpty && plain.out.split(separator: "\n").count == 1)
+    }
+
+    @Test func safeWhileAMountAndGcRun() throws {
+        let dir = try TempDir("pf-gc")
+        let count = 30_000
+        let repo = try Self.manyFilesRepo(in: dir.path, count: count)
+        let home = try TempDir("pf-home")
+        try gitfsOK(home: home.path, ["clone", repo, "big"])
+        let mp = try TempDir("pf-mp")
+        defer { OfflineTests.unmount(home: home.path, mp.path) }
+        let m = try offlineRunGitfs(home: home.path, ["mount", mp.path], seconds: 90)
+        #expect(m.status == 0, "\(m.stderr)")
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: gitfsBinary)
+        p.arguments = ["prefetch", "--home", home.path, "big", "--jobs", "2"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        var gcRuns = 0
+        var reads = 0
+        var i = 0
+        while p.isRunning {
+            let gc = try offlineRunGitfs(home: home.path, ["gc", "--max-size", "256K"], seconds: 60)
+            #expect(gc.status == 0, "\(gc.stderr)")
+            if p.isRunning { gcRuns += 1 }
+            for _ in 0..<50 {
+                let path = mp.sub("big/HEAD/d\(i % 100)/f\(i).txt")
+                let want = String(repeating: "object \(i) ", count: 16) + "\n"
+                #expect((try? String(contentsOfFile: path, encoding: .utf8)) == want, "\(path)")
+                reads += 1
+                i = (i + 7919) % count
+            }
+        }
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let s = try Summary(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        #expect(s.failed == 0 && s.loaded + s.cached == count)
+        #expect(gcRuns >= 1, "gc never ran while the prefetch did")
+
+        let verify = try runGitfs(home: home.path, ["verify"])
+        #expect(verify.status == 0 && verify.out.contains("0 bad"), "\(verify.out) \(verify.stderr)")
+        // Whatever gc evicted is loaded again; nothing fails.
+        let s2 = try Summary(try gitfsOK(home: home.path, ["prefetch", "big"]).out)
+        #expect(s2.failed == 0 && s2.loaded + s2.cached == count)
+    }
 }
