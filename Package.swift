@@ -16,9 +16,11 @@ let package = Package(
         .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // OpenSSL's libcrypto, for SHA-1 only: verifying blob contents before they enter the cache.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["CGit2", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", .product(name: "Logging", package: "swift-log")]),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")]),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.

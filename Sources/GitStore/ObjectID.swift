@@ -1,3 +1,4 @@
+import CCrypto
 import CGit2
 
 /// A 20-byte git object id (SHA-1), stored inline (two `UInt64` and one `UInt32`, no heap) because it is
@@ -106,13 +107,14 @@ public struct ObjectID: Hashable, Sendable, Comparable, CustomStringConvertible 
 
 /// Hashing of content the way git names it.
 public enum GitHash {
-    /// The id git gives a blob with this content (`git_odb_hash` with `GIT_OBJECT_BLOB`), i.e. the SHA-1
+    /// The id git gives a blob with this content (OpenSSL SHA-1 via the CCrypto shim), i.e. the SHA-1
     /// of "blob <size>\0" + content. Thread-safe.
     public static func blobID(of content: UnsafeRawBufferPointer) -> ObjectID {
-        LibGit2.ensureInitialized()
-        var oid = git_oid()
-        let rc = git_odb_hash(&oid, content.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, content.count, GIT_OBJECT_BLOB)
-        precondition(rc == 0, "git_odb_hash failed")
-        return ObjectID(oid)
+        var digest = [UInt8](repeating: 0, count: 20)
+        let rc = digest.withUnsafeMutableBufferPointer { out in
+            gitfs_blob_sha1(content.baseAddress, content.count, out.baseAddress)
+        }
+        precondition(rc == 0, "SHA-1 (OpenSSL EVP) failed")
+        return digest.withUnsafeBytes { ObjectID(raw: $0) }
     }
 }
