@@ -15,7 +15,8 @@ struct Prefetch: ParsableCommand {
         discussion: """
         PATTERNs follow git's ':(glob)' pathspec rules and match the whole path from the root of the tree \
         (not just the file name): '*' and '?' do not match '/', '**/' matches any number of directories \
-        (also none), a trailing '/**' everything below, '[a-z]', '[!a-z]' and '[^a-z]' are character \
+        (also none), a trailing '/**' everything below (other '**' act like '*', except right after the \
+        leading literal part, as in git: 'a**' matches 'a/b'), '[a-z]', '[!a-z]' and '[^a-z]' are character \
         classes, '\\' quotes the next character, and a pattern naming a directory ('src' or 'src/') matches \
         everything in it. Examples: '*.md' (top level only), '**/*.c', 'docs/**', 'src'. Without a pattern \
         the whole tree is loaded. Quote patterns so the shell does not expand them.

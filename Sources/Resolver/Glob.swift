@@ -2,7 +2,8 @@
 /// the tree (never against a basename alone):
 /// - `*` matches any run of characters except `/`; `?` one character except `/`;
 /// - `**/` at the start or `/**/` inside matches any number of directories (including none), `/**` at
-///   the end everything below; `**` elsewhere acts like `*`;
+///   the end everything below; `**` elsewhere acts like `*`, except right after the leading literal
+///   part, where git (which matches that part separately) lets it cross `/` too (`a**` matches `a/b`);
 /// - `[abc]`, `[a-z]`, `[!a-z]` / `[^a-z]`, `[[:alpha:]]` classes (never matching `/`); `\x` quotes x;
 /// - a pattern also matches everything below it when it names a directory literally (`src` or `src/`
 ///   matches `src/main.c`), as git's pathspecs do.
@@ -39,9 +40,13 @@ public struct GlobPattern: Sendable, Hashable, CustomStringConvertible {
             if bytes[m - 1] == UInt8(ascii: "/") || path[m] == UInt8(ascii: "/") { return true }
         }
         guard literalPrefixLength < m else { return false }
+        // Like git's git_fnmatch: the literal prefix is compared first and wildmatch sees only the rest,
+        // so "a**" is "a" + "**" where "**" starts the pattern (and matches across '/').
+        let l = literalPrefixLength
+        guard path.count >= l, path.starts(with: bytes.prefix(l)) else { return false }
         return bytes.withUnsafeBufferPointer { p in
             path.withUnsafeBufferPointer { t in
-                Wildmatch.match(p, t) == .match
+                Wildmatch.match(UnsafeBufferPointer(rebasing: p[l...]), UnsafeBufferPointer(rebasing: t[l...])) == .match
             }
         }
     }
@@ -137,7 +142,7 @@ enum Wildmatch {
                     while pc(p + 1) == UInt8(ascii: "*") { p += 1 }
                     p += 1
                     // p is now past the run of stars
-                    if (prevP < 0 || pat[prevP] == slash) &&
+                    if (prevP < pStart || pat[prevP] == slash) &&
                         (p >= pn || pat[p] == slash || (pat[p] == UInt8(ascii: "\\") && pc(p + 1) == slash)) {
                         if p < pn && pat[p] == slash && dowild(pat, p + 1, text, ti) == .match {
                             return .match

@@ -337,4 +337,47 @@ struct PrefetchTests {
         let s2 = try Summary(try gitfsOK(home: home.path, ["prefetch", "big"]).out)
         #expect(s2.failed == 0 && s2.loaded + s2.cached == count)
     }
+
+    /// Many more patterns against git, on a checkout made for glob corner cases.
+    @Test func globCornerCasesAgreeWithGit() throws {
+        let dir = try TempDir("pf-glob")
+        let repo = dir.sub("r")
+        try git("init", "-q", repo, cwd: dir.path)
+        let paths = ["a.c", "b/a.c", "b/c/a.c", "foo/bar/baz.txt", "foo/barx/y", "x[y]z", "star*file", "q?mark", "ab/cd/ef/gh.md",
+                     ".hidden/x", ".dot", "dir.with.dots/file", "deep/a/b/c/d/e.c", "aXb/c", "a/b", "a/x/b", "a/x/y/b", "-dash/f",
+                     "[bracket]/f", "b.c", "c.c", "1.c", "foo/bar", "z/y/x/w"]
+        for p in paths {
+            let full = repo + "/" + p
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: full.replacingOccurrences(of: "/foo/bar", with: "/foo/bar"), contents: Data(p.utf8))
+        }
+        try git("add", "-A", cwd: repo)
+        let all = try gitBytes(["ls-files", "-z"], cwd: repo).stdout.split(separator: 0).map { Array($0) }
+        let patterns = ["**/a.c", "b/**", "b/**/a.c", "**/c/*", "*/*/*.c", "a/**/b", "a/*/b", "**b", "a**", "a/**b", "*.c", "?.c",
+                        "[ab].c", "[!a].c", "[^a].c", "x\\[y]z", "x[[]y]z", "star\\*file", "star*", "q\\?mark", "q?mark", "**/*.md",
+                        "ab/**/gh.md", ".*", "**/.*", "*/", "foo/bar", "foo/bar/", "foo/ba?", "foo/ba*/**", "deep/**/e.c",
+                        "deep/*/**/e.c", "[[:punct:]]*/f", "[a-]*", "[]-]*", "*[[:digit:]].c", "dir.with.dots/*", "**/**/e.c",
+                        "a/**/**/b", "[0-9a].c", "[c-a].c", "*/**", "**/*", "z/**/w", "z/*/x/*", "***/a.c", "b/***", "[[:alpha:][:digit:]].c",
+                        "\\[bracket]/f", "[[]bracket]/*", "*X*/*", "**/x", "a/x/**"]
+        var compared = 0
+        for p in patterns {
+            let r = try run(["git", "ls-files", "-z", ":(glob)" + p], cwd: repo, env: gitEnvironment)
+            guard r.status == 0 else { continue }
+            let oracle = Set(r.stdout.split(separator: 0).map { Array($0) })
+            let pattern = try GlobPattern(p)
+            let ours = Set(all.filter { pattern.matches($0) })
+            #expect(ours == oracle, "pattern \(p): ours \(ours.map { String(decoding: $0, as: UTF8.self) }.sorted()) git \(oracle.map { String(decoding: $0, as: UTF8.self) }.sorted())")
+            for path in oracle {
+                let comps = path.split(separator: UInt8(ascii: "/")).dropLast()
+                var d: [UInt8] = []
+                for c in comps {
+                    if !d.isEmpty { d.append(UInt8(ascii: "/")) }
+                    d.append(contentsOf: c)
+                    #expect(pattern.mayMatch(below: d), "pattern \(p) pruned \(String(decoding: d, as: UTF8.self))")
+                }
+            }
+            compared += 1
+        }
+        #expect(compared > 40)
+    }
 }
