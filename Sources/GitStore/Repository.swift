@@ -283,6 +283,26 @@ public final class Repository: Sendable {
         try withObject(id, expect: GIT_OBJECT_BLOB, body)
     }
 
+    /// A blob's inflated bytes, kept in libgit2's own buffer (no copy) for as long as the result lives.
+    public func blobBuffer(_ id: ObjectID) throws(GitStoreError) -> BlobBuffer {
+        let h = try acquire()
+        defer { release(h) }
+        var oid = id.gitOID
+        var obj: OpaquePointer?
+        let rc = git_odb_read(&obj, h.odb, &oid)
+        guard rc == 0, let obj else {
+            if rc == GIT_ENOTFOUND.rawValue {
+                throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
+            }
+            throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
+        }
+        let buffer = BlobBuffer(object: obj)
+        guard git_odb_object_type(obj) == GIT_OBJECT_BLOB else {
+            throw GitStoreError(.wrongType, "object \(id.hex) of repository '\(name)' is not a blob")
+        }
+        return buffer
+    }
+
     /// The bytes of a blob.
     public func readBlob(_ id: ObjectID) throws(GitStoreError) -> [UInt8] {
         try withTypedObject(id, expect: GIT_OBJECT_BLOB) { raw in Array(raw) }
@@ -387,4 +407,26 @@ enum CommitParser {
         guard let tree else { return nil }
         return CommitInfo(id: id, tree: tree, committerTime: time ?? 0, parents: parents)
     }
+}
+
+/// The inflated bytes of one blob in libgit2's buffer (`git_odb_read`), freed exactly once
+/// (`git_odb_object_free`) when the last reference goes. Immutable; thread-safe.
+public final class BlobBuffer: @unchecked Sendable {
+    private let object: OpaquePointer
+    private let base: UnsafeRawPointer?
+    /// Size in bytes.
+    public let count: Int
+
+    init(object: OpaquePointer) {
+        self.object = object
+        self.base = git_odb_object_data(object)
+        self.count = git_odb_object_size(object)
+    }
+
+    /// The bytes, valid during `body`.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: base, count: count))
+    }
+
+    deinit { git_odb_object_free(object) }
 }

@@ -19,7 +19,7 @@ final class CacheFiller: @unchecked Sendable {
     // Guarded by `condition`.
     private var queue: [(key: CacheKey, id: ObjectID)] = []
     private var queueHead = 0
-    private var pending: [ObjectID: [UInt8]] = [:]
+    private var pending: [ObjectID: BlobBuffer] = [:]
     private var pendingBytes = 0
     private var stopping = false
     private var workers: WorkerThreads?
@@ -32,7 +32,7 @@ final class CacheFiller: @unchecked Sendable {
     }
 
     /// Queues `bytes` for publication under `key`; false when the queue is full or shutting down.
-    func submit(_ key: CacheKey, id: ObjectID, bytes: [UInt8]) -> Bool {
+    func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping, pending[id] == nil, pendingBytes + bytes.count <= maxPendingBytes else { return false }
@@ -44,7 +44,7 @@ final class CacheFiller: @unchecked Sendable {
     }
 
     /// The bytes of a blob waiting to be written, if any.
-    func pendingBytes(of id: ObjectID) -> [UInt8]? {
+    func pendingBytes(of id: ObjectID) -> BlobBuffer? {
         condition.lock()
         defer { condition.unlock() }
         return pending[id]
@@ -75,11 +75,11 @@ final class CacheFiller: @unchecked Sendable {
                 queue.removeFirst(queueHead)
                 queueHead = 0
             }
-            let bytes = pending[job.id] ?? []
+            let bytes = pending[job.id]
             condition.unlock()
 
             do {
-                try bytes.withUnsafeBytes { try cache.store(job.key, content: $0) }
+                try bytes?.withUnsafeBytes { try cache.store(job.key, content: $0) }
             } catch {
                 logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
             }

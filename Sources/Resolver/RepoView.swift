@@ -101,13 +101,15 @@ public final class RepoView: Sendable {
 
     /// Opens a blob's content: from the content cache on a hit; on a miss, loaded once from the packs
     /// (single-flight across every concurrent caller), verified and written to the cache.
-    public func openBlob(_ id: ObjectID) throws(ResolverError) -> BlobContent {
+    /// `directory`: the tree holding the file; on a miss its other small blobs are loaded speculatively.
+    public func openBlob(_ id: ObjectID, directory: ObjectID? = nil) throws(ResolverError) -> BlobContent {
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         if let entry = resolver.cache.lookup(key) {
             resolver.hits.add(1, ordering: .relaxed)
             return BlobContent(id: id, view: self, loaded: .cached(entry))
         }
         resolver.misses.add(1, ordering: .relaxed)
+        if let directory { resolver.speculator?.schedule(self, tree: directory) }
         if let waiting = resolver.filler?.pendingBytes(of: id) {
             return BlobContent(id: id, view: self, loaded: .memory(waiting))
         }
@@ -115,9 +117,11 @@ public final class RepoView: Sendable {
     }
 
     /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.
-    public func ensureCached(_ id: ObjectID) throws(ResolverError) -> Bool {
+    /// `speculative`: skip a blob that is already on its way into the cache.
+    public func ensureCached(_ id: ObjectID, speculative: Bool = false) throws(ResolverError) -> Bool {
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         if resolver.cache.contains(key) { return false }
+        if speculative, resolver.filler?.pendingBytes(of: id) != nil { return false }
         _ = try load(id, key: key, deferStore: false)
         return true
     }
@@ -147,7 +151,7 @@ public final class RepoView: Sendable {
         return outcome.value
     }
 
-    private func storeNow(_ key: CacheKey, _ bytes: [UInt8]) throws(ResolverError) {
+    private func storeNow(_ key: CacheKey, _ bytes: BlobBuffer) throws(ResolverError) {
         do {
             try bytes.withUnsafeBytes { try resolver.cache.store(key, content: $0) }
         } catch let e as CacheError {
@@ -157,39 +161,27 @@ public final class RepoView: Sendable {
         }
     }
 
+    /// Inflates a blob (kept in libgit2's buffer, no copy) and either hands it to the background filler
+    /// (`deferStore`, mounts) or writes it to the cache now. A blob whose bytes do not match its id is
+    /// never served; a full disk only costs the cache entry.
     private func loadFromPacks(_ id: ObjectID, key: CacheKey, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
-        let resolver = self.resolver
-        let result: Result<LoadedBlob, ResolverError>
-        do {
-            result = try repository.withBlob(id) { content -> Result<LoadedBlob, ResolverError> in
-                if deferStore, let filler = resolver.filler {
-                    let bytes = Array(content)
-                    if filler.submit(key, id: id, bytes: bytes) { return .success(.memory(bytes)) }
-                }
-                do {
-                    try resolver.cache.store(key, content: content)
-                } catch let error as CacheError {
-                    if error.kind == .verifyFailed {
-                        return .failure(.cache(error))
-                    }
-                    // Full disk or I/O trouble: serve from the pack anyway; the cache logs it once.
-                    guard GitHash.blobID(of: content) == id else { return .failure(.cache(error)) }
-                    return .success(.memory(Array(content)))
-                } catch {
-                    return .failure(.notFound("\(error)"))
-                }
-                if content.count <= resolver.memoryServeLimit {
-                    return .success(.memory(Array(content)))
-                }
-                if let entry = resolver.cache.lookup(key) { return .success(.cached(entry)) }
-                return .success(.memory(Array(content)))
-            }
-        } catch let e as GitStoreError {
-            throw .git(e)
-        } catch {
-            throw .notFound("blob \(id)")
+        let buffer: BlobBuffer
+        do { buffer = try repository.blobBuffer(id) } catch { throw .git(error) }
+        if deferStore, let filler = resolver.filler, filler.submit(key, id: id, bytes: buffer) {
+            return .memory(buffer)
         }
-        return try result.get()
+        do {
+            try storeNow(key, buffer)
+        } catch {
+            guard case .cache(let cacheError) = error, cacheError.kind != .verifyFailed,
+                  buffer.withUnsafeBytes({ GitHash.blobID(of: $0) }) == id else { throw error }
+            // Full disk or I/O trouble: serve from the pack anyway; the cache logs it once.
+            return .memory(buffer)
+        }
+        if buffer.count > resolver.memoryServeLimit, let entry = resolver.cache.lookup(key) {
+            return .cached(entry)
+        }
+        return .memory(buffer)
     }
 }
 

@@ -10,6 +10,8 @@ public struct ResolverCounters: Sendable, Equatable {
     public var cacheMisses = 0
     public var blobLoads = 0
     public var singleflightJoins = 0
+    /// Blobs loaded speculatively (siblings of a file that missed the cache); included in `blobLoads`.
+    public var speculativeLoads = 0
 }
 
 /// Errors of the resolver: a path, revision or object that does not exist, or a failure underneath.
@@ -53,6 +55,8 @@ public final class Resolver: Sendable {
 
     /// Writes blobs loaded for readers to the cache off the read path (nil: written before the reader gets them).
     let filler: CacheFiller?
+    /// Loads the other small blobs of a directory after one of its files missed the cache (mounts only).
+    let speculator: Speculator?
 
     /// - Parameters:
     ///   - treeCacheBytes: budget of the parsed-tree cache.
@@ -64,6 +68,7 @@ public final class Resolver: Sendable {
         self.store = store
         self.cache = cache
         self.filler = backgroundFill ? CacheFiller(cache: cache, logger: logger) : nil
+        self.speculator = backgroundFill ? Speculator() : nil
         self.trees = BoundedCache(maxBytes: treeCacheBytes)
         self.sizes = BoundedCache(maxBytes: 8 << 20)
         self.commits = BoundedCache(maxBytes: 4 << 20)
@@ -81,12 +86,14 @@ public final class Resolver: Sendable {
 
     /// Writes every blob still waiting for the cache and stops the background threads. Idempotent.
     public func shutdown() {
+        speculator?.shutdown()
         filler?.shutdown()
     }
 
     public var counters: ResolverCounters {
         ResolverCounters(cacheHits: hits.load(ordering: .relaxed), cacheMisses: misses.load(ordering: .relaxed),
-                         blobLoads: blobLoads.load(ordering: .relaxed), singleflightJoins: joins.load(ordering: .relaxed))
+                         blobLoads: blobLoads.load(ordering: .relaxed), singleflightJoins: joins.load(ordering: .relaxed),
+                         speculativeLoads: speculator?.loads.load(ordering: .relaxed) ?? 0)
     }
 
     /// The view of repository `name`, opened on first use. A view whose mirror was removed from disk is
@@ -156,5 +163,5 @@ public struct ParsedTree: Sendable {
 /// The result of one load of a blob out of the packs.
 enum LoadedBlob: Sendable {
     case cached(CacheEntry)
-    case memory([UInt8])
+    case memory(BlobBuffer)
 }
