@@ -55,10 +55,11 @@ public struct PrefetchProgress: Sendable, Equatable {
 
 /// The outcome of a prefetch. A value.
 public struct PrefetchSummary: Sendable, CustomStringConvertible {
-    /// Objects this run loaded from the packs into the cache, and their content bytes.
+    /// Objects missing from the cache when checked that this run loaded (or, rarely, saw loaded by a
+    /// mount or another prefetch meanwhile), and their content bytes.
     public var loaded = 0
     public var loadedBytes = 0
-    /// Matching objects that were in the cache already (or were filled meanwhile by someone else).
+    /// Matching objects that were in the cache already.
     public var alreadyCached = 0
     /// Objects that could not be loaded; the first few with their path and error.
     public var failed = 0
@@ -97,7 +98,7 @@ public enum ByteCount {
 /// How: the trees of all revisions are walked in parallel breadth-first (a tree reached twice at the
 /// same place is read once; subtrees no pattern can match are skipped), the distinct blob ids are
 /// collected, those already in the cache are skipped, and the rest are loaded by `jobs` worker threads
-/// through `RepoView.ensureCached` — single-flight with any mount of the same home, each worker on its
+/// through the resolver's loader (as `RepoView.ensureCached` does) — single-flight with any mount of the same home, each worker on its
 /// own pooled libgit2 handle, every blob verified against its id before it is published. Workers are
 /// real threads, bounded by `jobs` and joined before `run` returns; nothing outlives the call.
 /// Cancellation (`PrefetchCancellation`) is checked before each object: workers finish the object in
@@ -205,8 +206,6 @@ public final class Prefetcher: Sendable {
         state.bytesTotal.store(toLoad.reduce(0) { $0 + $1.size }, ordering: .relaxed)
         let loadedCount = Atomic<Int>(0)
         let loadedBytes = Atomic<Int>(0)
-        let raced = Atomic<Int>(0)
-        let attempted = Atomic<Int>(0)
         let failures = Mutex<(count: Int, first: [(path: String, id: ObjectID, error: String)])>((0, []))
         let next2 = Atomic<Int>(0)
         let view = self.view
@@ -215,16 +214,14 @@ public final class Prefetcher: Sendable {
                 while !self.cancellation.isCancelled {
                     let i = next2.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard i < toLoad.count else { break }
-                    attempted.add(1, ordering: .relaxed)
                     let (index, size) = toLoad[i]
                     let blob = blobs[index]
                     do {
-                        if try view.ensureCached(blob.id) {
-                            loadedCount.add(1, ordering: .relaxed)
-                            loadedBytes.add(size, ordering: .relaxed)
-                        } else {
-                            raced.add(1, ordering: .relaxed)
-                        }
+                        // Missing when checked: straight to the single-flight loader (it looks in the
+                        // cache once more, so an object another process filled meanwhile is not reloaded).
+                        _ = try view.load(blob.id, key: blob.id.withUnsafeBytes { CacheKey(raw: $0) }, deferStore: false)
+                        loadedCount.add(1, ordering: .relaxed)
+                        loadedBytes.add(size, ordering: .relaxed)
                     } catch {
                         let path = String(decoding: blob.path, as: UTF8.self)
                         failures.withLock { (f: inout (count: Int, first: [(path: String, id: ObjectID, error: String)])) in
@@ -239,7 +236,6 @@ public final class Prefetcher: Sendable {
         }
         summary.loaded = loadedCount.load(ordering: .relaxed)
         summary.loadedBytes = loadedBytes.load(ordering: .relaxed)
-        summary.alreadyCached += raced.load(ordering: .relaxed)
         let f = failures.withLock { $0 }
         summary.failed = f.count
         summary.failures = f.first
