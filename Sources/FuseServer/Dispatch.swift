@@ -103,7 +103,7 @@ final class HandleBox<Handle: Sendable> {
 
 /// An open directory: the listing taken once at opendir, served by index (offset = index + 1;
 /// indexes 0 and 1 are `.` and `..`).
-final class DirectoryHandle<Node: Hashable & Sendable> {
+final class DirectoryHandle<Node: Hashable & Sendable>: @unchecked Sendable {  // immutable
     let entries: [DirectoryEntry<Node>]
     let names: [[CChar]]   // NUL-terminated
     init(entries: [DirectoryEntry<Node>]) {
@@ -194,7 +194,7 @@ extension FuseMount: RequestHandler {
         st.st_size = Int(clamping: a.size)
         st.st_blksize = 131_072
         st.st_blocks = Int(clamping: (a.size + 511) / 512)
-        let t = timespec(tv_sec: Int(a.mtime), tv_nsec: 0)
+        let t = timespec(tv_sec: Int(a.mtime), tv_nsec: a.mtimeNanoseconds)
         st.st_atim = t
         st.st_mtim = t
         st.st_ctim = t
@@ -222,7 +222,11 @@ extension FuseMount: RequestHandler {
         enable(FUSE_CAP_READDIRPLUS)
         enable(FUSE_CAP_READDIRPLUS_AUTO)
         enable(FUSE_CAP_PARALLEL_DIROPS)
-        disable(FUSE_CAP_AUTO_INVAL_DATA)
+        if filesystem.servesWithoutOpen {
+            enable(FUSE_CAP_AUTO_INVAL_DATA)   // cached listings are re-checked against the directory's mtime
+        } else {
+            disable(FUSE_CAP_AUTO_INVAL_DATA)
+        }
         disable(FUSE_CAP_SPLICE_READ)
         disable(FUSE_CAP_SPLICE_WRITE)
         disable(FUSE_CAP_SPLICE_MOVE)
@@ -349,6 +353,10 @@ extension FuseMount: RequestHandler {
 
     func opendir(_ req: OpaquePointer, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         serveRequest(req, "opendir", ino) { () throws(Errno) -> Reply in
+            if filesystem.servesWithoutOpen {
+                // The kernel takes ENOSYS as "no opendir support" for the whole connection.
+                return .error(ENOSYS, counted: false)
+            }
             let listing = try filesystem.readDirectory(try node(ino))
             let box = Unmanaged.passRetained(DirectoryHandle(entries: listing.entries))
             let fh = UInt64(UInt(bitPattern: box.toOpaque()))
@@ -367,8 +375,16 @@ extension FuseMount: RequestHandler {
     func readdir(_ req: OpaquePointer, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
                  _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) {
         serveRequest(req, plus ? "readdirplus" : "readdir", ino) { () throws(Errno) -> Reply in
-            guard let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) else { throw .badFileDescriptor }
-            let dir = Unmanaged<DirectoryHandle<FS.Node>>.fromOpaque(raw).takeUnretainedValue()
+            let dir: DirectoryHandle<FS.Node>
+            if let raw = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
+                dir = Unmanaged<DirectoryHandle<FS.Node>>.fromOpaque(raw).takeUnretainedValue()
+            } else if filesystem.servesWithoutOpen {
+                dir = try listings.listing(of: ino, fresh: offset == 0) { () throws(Errno) in
+                    DirectoryHandle(entries: try filesystem.readDirectory(try node(ino)).entries)
+                }
+            } else {
+                throw .badFileDescriptor
+            }
             let scratch = self.scratch
             let buffer = scratch.buffer(atLeast: max(size, 1)).assumingMemoryBound(to: CChar.self)
             var used = 0
@@ -511,5 +527,23 @@ extension FuseMount {
             }
         }
         if !orphans.isEmpty { logger.debug("released \(orphans.count) handles the kernel never released") }
+    }
+}
+
+/// Directory listings of a server that runs without OPENDIR: a listing is taken at offset 0 and reused
+/// for the later offsets of the same pass, so offsets stay stable. Bounded (64 listings; the table is
+/// emptied when full). Thread-safe (one lock, held only to look up or insert).
+final class ListingTable<Node: Hashable & Sendable>: @unchecked Sendable {
+    private let table = Mutex<[fuse_ino_t: DirectoryHandle<Node>]>([:])
+
+    func listing(of ino: fuse_ino_t, fresh: Bool,
+                 make: () throws(Errno) -> DirectoryHandle<Node>) throws(Errno) -> DirectoryHandle<Node> {
+        if !fresh, let known = table.withLock({ $0[ino] }) { return known }
+        let made = try make()
+        table.withLock { t in
+            if t.count >= 64 { t.removeAll(keepingCapacity: true) }
+            t[ino] = made
+        }
+        return made
     }
 }

@@ -37,6 +37,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     let device: String?
     let table: InodeTable<FS.Node>
     let openHandles = OpenHandleRegistry()
+    let listings = ListingTable<FS.Node>()
     let box: CallbackBox
     let workerKey: pthread_key_t
     let uid: UInt32

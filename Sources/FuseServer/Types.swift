@@ -43,6 +43,9 @@ public struct NodeAttributes: Sendable {
     public var permissions: UInt16      // e.g. 0o555, 0o444
     public var size: UInt64
     public var mtime: Int64             // seconds since epoch (also used for atime/ctime)
+    /// Nanoseconds of `mtime`. Directories served without OPENDIR must change mtime (to the
+    /// nanosecond) whenever their listing changes: the kernel drops its cached listing only then.
+    public var mtimeNanoseconds: Int = 0
     public var linkCount: UInt32
     public var ttl: Double              // kernel entry+attr cache lifetime in seconds for this node
     public init(kind: NodeKind, permissions: UInt16, size: UInt64, mtime: Int64, linkCount: UInt32 = 1, ttl: Double) {
@@ -108,10 +111,13 @@ public protocol FuseFileSystem: Sendable {
     func extendedAttributes(of node: Node) throws(Errno) -> [(name: String, value: [UInt8])]
     func statistics() -> (totalBytes: UInt64, files: UInt64)   // for statfs; may be rough
 
-    /// True to serve regular files without OPEN and RELEASE (FUSE "no open support"): the server answers
-    /// OPEN with ENOSYS, after which the kernel sends neither for the whole connection and keeps every
-    /// file's page cache across opens (FOPEN_KEEP_CACHE). Reads then arrive without a handle and go to
-    /// `read(node:offset:into:)`, so content must be immutable per node. Default false.
+    /// True to serve without OPEN/RELEASE and OPENDIR/RELEASEDIR (FUSE "no open support"): the server
+    /// answers both with ENOSYS, after which the kernel sends none of them for the whole connection,
+    /// keeps every file's page cache across opens (FOPEN_KEEP_CACHE) and caches every directory listing
+    /// (FOPEN_CACHE_DIR). Reads then arrive without a handle and go to `read(node:offset:into:)`, so file
+    /// content must be immutable per node; listings are taken with `readDirectory` at offset 0, and a
+    /// directory whose listing can change must change its mtime with it (auto_inval_data is turned on,
+    /// so the kernel re-checks the mtime once the attribute lifetime ran out). Default false.
     var servesWithoutOpen: Bool { get }
     /// Reads a file by node when `servesWithoutOpen` is true. Same contract as `read(_:offset:into:)`.
     func read(node: Node, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int

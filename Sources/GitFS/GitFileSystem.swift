@@ -54,14 +54,33 @@ public final class GitFileSystem: FuseFileSystem {
         NodeAttributes(kind: .directory, permissions: 0o555, size: 0, mtime: mtime ?? startTime, linkCount: 1, ttl: ttl)
     }
 
+    /// A directory whose listing changes: its mtime changes with it (to the nanosecond), which is what
+    /// makes the kernel drop its cached listing.
+    private func changingDirectory(_ changed: timespec) -> NodeAttributes {
+        var a = directory(mtime: Int64(changed.tv_sec))
+        a.mtimeNanoseconds = changed.tv_nsec
+        return a
+    }
+
+    /// The mtime of the repos folder: a clone or remove renames a mirror in or out, changing it.
+    private func reposChanged() -> timespec {
+        var st = stat()
+        guard stat(resolver.store.home.reposPath, &st) == 0 else { return timespec(tv_sec: Int(startTime), tv_nsec: 0) }
+        return st.st_mtim
+    }
+
     private func symlink(_ target: [UInt8], mtime: Int64? = nil, ttl: Double = mutableTTL) -> NodeAttributes {
         NodeAttributes(kind: .symlink, permissions: 0o777, size: UInt64(target.count), mtime: mtime ?? startTime, ttl: ttl)
     }
 
     public func attributes(of node: GitFSNode) throws(Errno) -> NodeAttributes {
         switch node {
-        case .root, .control, .repository, .refDirectory, .commits:
+        case .control:
             return directory()
+        case .root:
+            return changingDirectory(reposChanged())
+        case .repository(let repo), .refDirectory(let repo, _, _), .commits(let repo):
+            return changingDirectory(try refsOf(repo).changedAt)
         case .stats(let snapshot):
             let size = statsSnapshots.withLock { $0.recent[snapshot]?.count ?? 0 }
             return NodeAttributes(kind: .regularFile, permissions: 0o444, size: UInt64(size), mtime: Int64(Date().timeIntervalSince1970), ttl: 0)
@@ -140,7 +159,7 @@ public final class GitFileSystem: FuseFileSystem {
             }
             let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
             guard let e = tree.entry(named: name) else { throw .noEntry }
-            return .object(ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e))
+            return .object(ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e, directory: o.entry.oid))
         case .head, .ref, .stats:
             throw .notDirectory
         }
@@ -203,7 +222,7 @@ public final class GitFileSystem: FuseFileSystem {
             let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
             out.reserveCapacity(tree.entries.count)
             for e in tree.entries {
-                let child = ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e)
+                let child = ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e, directory: o.entry.oid)
                 out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(child)))
             }
             return (out, OpenedDirectory(cacheEntries: true))
@@ -281,7 +300,7 @@ public final class GitFileSystem: FuseFileSystem {
             let bytes = statsSnapshots.withLock { $0.recent[snapshot] } ?? []
             return try read(.bytes(bytes), offset: offset, into: buffer)
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            let content = try openContent(o.entry.oid, view: o.repo.view)
+            let content = try openContent(o.entry.oid, view: o.repo.view, directory: o.directory)
             return try mapped { () throws(ResolverError) in try content.read(offset: offset, into: buffer) }
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
@@ -294,9 +313,9 @@ public final class GitFileSystem: FuseFileSystem {
 
     /// The opened content of a blob, from `contents` or opened now (concurrent first reads of one blob
     /// may both open it; the loads behind them are single-flight, the spare opened entry is dropped).
-    private func openContent(_ id: ObjectID, view: RepoView) throws(Errno) -> BlobContent {
+    private func openContent(_ id: ObjectID, view: RepoView, directory: ObjectID?) throws(Errno) -> BlobContent {
         if let open = contents.value(for: id) { return open }
-        let content = try mapped { () throws(ResolverError) in try view.openBlob(id) }
+        let content = try mapped { () throws(ResolverError) in try view.openBlob(id, directory: directory) }
         contents.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
         return content
     }

@@ -19,6 +19,8 @@ public struct ObjectNode: Hashable, Sendable {
     let commit: ObjectID
     let path: [UInt8]
     let entry: TreeEntry
+    /// The tree that lists this entry (nil for a commit's root); not part of the identity.
+    var directory: ObjectID? = nil
 
     public static func == (a: ObjectNode, b: ObjectNode) -> Bool {
         a.commit == b.commit && a.path == b.path && a.repo == b.repo

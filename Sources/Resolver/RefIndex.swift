@@ -1,3 +1,4 @@
+import Foundation
 import GitStore
 
 /// A refs snapshot indexed for the mount: exact-name lookups by dictionary and "is there a ref below
@@ -5,11 +6,15 @@ import GitStore
 /// Immutable, hence thread-safe.
 public struct RefIndex: Sendable {
     public let snapshot: RefSnapshot
+    /// When this set of refs was first seen (wall clock): the mtime of the directories that list refs,
+    /// so a kernel that caches listings notices when they change.
+    public let changedAt: timespec
     private let branchTargets: [String: ObjectID]
     private let tagTargets: [String: ObjectID]
 
-    public init(_ snapshot: RefSnapshot) {
+    public init(_ snapshot: RefSnapshot, changedAt: timespec) {
         self.snapshot = snapshot
+        self.changedAt = changedAt
         branchTargets = Dictionary(snapshot.branches.map { ($0.name, $0.target) }, uniquingKeysWith: { a, _ in a })
         tagTargets = Dictionary(snapshot.tags.map { ($0.name, $0.target) }, uniquingKeysWith: { a, _ in a })
     }

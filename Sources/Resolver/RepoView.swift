@@ -38,9 +38,15 @@ public final class RepoView: Sendable {
         }) { return fresh }
         let snap: RefSnapshot
         do { snap = try repository.refs() } catch { throw .git(error) }
-        let index = RefIndex(snap)
-        refsState.withLock { s in s.refs = index; s.readAt = now }
-        return index
+        return refsState.withLock { s -> RefIndex in
+            s.readAt = now
+            if let known = s.refs, known.snapshot == snap { return known }
+            var changed = timespec()
+            clock_gettime(CLOCK_REALTIME, &changed)
+            let index = RefIndex(snap, changedAt: changed)
+            s.refs = index
+            return index
+        }
     }
 
     /// Resolves a revision (branch, tag, id, `REV~N`) to a commit id.
