@@ -159,9 +159,12 @@ public final class Child: @unchecked Sendable {
 
 /// Runs argv (PATH lookup) in its own process group with stdout and stderr captured in files, polling
 /// for its exit; after `seconds` the whole group is killed and the status is 124. Uses posix_spawn and
-/// waitpid directly (not Foundation.Process), so a child that exits is always noticed.
+/// waitpid directly (not Foundation.Process), so a child that exits is always noticed. The child starts
+/// as from a shell: default dispositions and an empty signal mask, except `blockedSignals` (test threads
+/// of this process run with most signals blocked, and a mask is inherited across exec).
 @discardableResult
-public func runBounded(_ argv: [String], seconds: Double = 60, env: [String: String] = [:]) throws -> RunResult {
+public func runBounded(_ argv: [String], seconds: Double = 60, env: [String: String] = [:],
+                       blockedSignals: [Int32] = []) throws -> RunResult {
     let dir = try TempDir("run")
     let outPath = dir.sub("out"), errPath = dir.sub("err")
     var attr = posix_spawnattr_t()
@@ -169,6 +172,15 @@ public func runBounded(_ argv: [String], seconds: Double = 60, env: [String: Str
     defer { posix_spawnattr_destroy(&attr) }
     posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
     posix_spawnattr_setpgroup(&attr, 0)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    var mask = sigset_t()
+    sigemptyset(&mask)
+    for sig in blockedSignals { sigaddset(&mask, sig) }
+    posix_spawnattr_setsigmask(&attr, &mask)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
+    posix_spawnattr_setsigdefault(&attr, &defaults)
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -247,8 +259,8 @@ public final class MountedHome: @unchecked Sendable {
     }
 
     /// `gitfs mount MOUNTPOINT` (background) and arms the watchdog. Throws when it does not exit 0.
-    public func mount(extra: [String] = [], watchdogSeconds: Double = 240) throws {
-        let r = try runBounded([gitfsBinary, "mount", mountpoint, "--home", home] + extra, seconds: 90)
+    public func mount(extra: [String] = [], watchdogSeconds: Double = 240, blockedSignals: [Int32] = []) throws {
+        let r = try runBounded([gitfsBinary, "mount", mountpoint, "--home", home] + extra, seconds: 90, blockedSignals: blockedSignals)
         guard r.status == 0 else { throw TestFailure("gitfs mount exited \(r.status): \(r.stderr)") }
         guard let line = mountLine(at: mountpoint), let pid = line.serverPID else {
             throw TestFailure("gitfs mount exited 0 but \(mountpoint) is not a gitfs mount")
@@ -334,9 +346,11 @@ public final class MountedHome: @unchecked Sendable {
         if isMountPoint(mountpoint) {
             _ = try? runBounded([gitfsBinary, "unmount", mountpoint, "--home", home], seconds: 30)
         }
-        if let line = mountLine(at: mountpoint) {
+        for _ in 0..<5 {
+            guard let line = mountLine(at: mountpoint) else { break }
             abortFuseConnection(minor: line.minor)
             _ = try? runBounded(["umount", "-l", mountpoint], seconds: 10)
+            _ = waitFor(seconds: 1) { !isMountPoint(mountpoint) }
         }
         if let pid = serverPID {
             if !waitFor(seconds: 5, { !processAlive(pid) }) {
