@@ -86,6 +86,29 @@ public final class ContentCache: Sendable {
         try self.init(directory: directory, chunkLog2: chunkLog2, clock: { SystemIO.now() }, verifier: verifier)
     }
 
+    /// The shortest time between two rescans of the segment folder caused by misses (0: every miss
+    /// rescans). A rescan lists the folder under one lock; a process that misses often (a mount
+    /// loading a cold tree) sets this to tens of milliseconds, so it sees entries that other processes
+    /// wrote at most that much later (seeing them late only costs a second load of the same blob).
+    public var missRescanInterval: Duration {
+        get { .nanoseconds(Int64(missRescanNanos.load(ordering: .relaxed))) }
+        set { missRescanNanos.store(UInt64(max(0, newValue.components.seconds * 1_000_000_000 + newValue.components.attoseconds / 1_000_000_000)), ordering: .relaxed) }
+    }
+    let missRescanNanos = Atomic<UInt64>(0)
+    let lastMissRescan = Atomic<UInt64>(0)
+
+    /// Whether a miss may rescan the segment folder now (see `missRescanInterval`).
+    private func mayRescanOnMiss() -> Bool {
+        let interval = missRescanNanos.load(ordering: .relaxed)
+        if interval == 0 { return true }
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        let last = lastMissRescan.load(ordering: .relaxed)
+        guard now &- last >= interval else { return false }
+        return lastMissRescan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+    }
+
     /// `clock` gives the unix time recorded as creation and last use (tests pass their own).
     init(directory: String, chunkLog2: Int, clock: @escaping @Sendable () -> UInt32, verifier: @escaping Verifier) throws(CacheError) {
         precondition((12...20).contains(chunkLog2), "chunkLog2 must be 12...20")
@@ -169,6 +192,7 @@ public final class ContentCache: Sendable {
         touch(key)
         if let e = lookupIndexed(key) { return e }
         if let e = lookupFile(key) { return e }
+        guard mayRescanOnMiss() else { return nil }
         let gen = refreshState.withLock { $0 }
         refresh(ifGeneration: gen)
         return lookupIndexed(key)
@@ -178,6 +202,7 @@ public final class ContentCache: Sendable {
     public func contains(_ key: CacheKey) -> Bool {
         ensureLoaded()
         if containsCheap(key) { return true }
+        guard mayRescanOnMiss() else { return false }
         let gen = refreshState.withLock { $0 }
         refresh(ifGeneration: gen)
         return shard(key).index.withLock { $0[key] != nil }

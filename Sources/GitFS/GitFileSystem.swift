@@ -314,7 +314,10 @@ public final class GitFileSystem: FuseFileSystem {
     /// The opened content of a blob, from `contents` or opened now (concurrent first reads of one blob
     /// may both open it; the loads behind them are single-flight, the spare opened entry is dropped).
     private func openContent(_ id: ObjectID, view: RepoView, directory: ObjectID?) throws(Errno) -> BlobContent {
-        if let open = contents.value(for: id) { return open }
+        if let open = contents.value(for: id) {
+            resolver.countCacheHit()
+            return open
+        }
         let content = try mapped { () throws(ResolverError) in try view.openBlob(id, directory: directory) }
         contents.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
         return content

@@ -27,6 +27,8 @@ public struct Gitfs: ParsableCommand {
             } catch let error as ExitCode {
                 Foundation.exit(error.rawValue)
             } catch {
+                // `gitfs help CMD` and `CMD --help` arrive here as errors whose exit code is success.
+                if exitCode(for: error) == .success { exit(withError: error) }
                 CommandLineError.fail(error)
             }
             Foundation.exit(0)

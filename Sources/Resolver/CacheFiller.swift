@@ -8,8 +8,8 @@ import Logging
 /// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
 ///
 /// Bounded: at most `maxPendingBytes` wait (a submit beyond that is refused and the caller stores
-/// synchronously). Tracked: the threads are joined by `shutdown()`, which first writes everything still
-/// queued. A store that fails (full disk, content that does not match its id) is logged; the bytes were
+/// synchronously). Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
+/// finish and drops the queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails (full disk, content that does not match its id) is logged; the bytes were
 /// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
 final class CacheFiller: @unchecked Sendable {
     private let cache: ContentCache
@@ -50,10 +50,14 @@ final class CacheFiller: @unchecked Sendable {
         return pending[id]
     }
 
-    /// Writes what is queued, then stops and joins the threads. Idempotent.
+    /// Finishes the stores in progress, drops the queued ones, joins the threads. Idempotent.
     func shutdown() {
         condition.lock()
         stopping = true
+        queue.removeAll()
+        queueHead = 0
+        pending.removeAll()
+        pendingBytes = 0
         condition.broadcast()
         let w = workers
         workers = nil
@@ -65,7 +69,7 @@ final class CacheFiller: @unchecked Sendable {
         while true {
             condition.lock()
             while queueHead == queue.count && !stopping { condition.wait() }
-            if queueHead == queue.count {
+            if stopping || queueHead == queue.count {
                 condition.unlock()
                 return
             }
@@ -86,6 +90,7 @@ final class CacheFiller: @unchecked Sendable {
             condition.lock()
             if let held = pending.removeValue(forKey: job.id) { pendingBytes -= held.count }
             condition.unlock()
+            _ = bytes
         }
     }
 

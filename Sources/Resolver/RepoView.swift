@@ -128,12 +128,13 @@ public final class RepoView: Sendable {
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         if resolver.cache.contains(key) { return false }
         if speculative, resolver.filler?.pendingBytes(of: id) != nil { return false }
-        _ = try load(id, key: key, deferStore: false)
+        _ = try load(id, key: key, deferStore: false, speculative: speculative)
         return true
     }
 
     /// Loads a blob out of the packs through the single-flight loader.
-    func load(_ id: ObjectID, key: CacheKey, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
+    /// `speculative` loads are counted by the speculator, not in `blobLoads` (loads for readers).
+    func load(_ id: ObjectID, key: CacheKey, deferStore: Bool, speculative: Bool = false) throws(ResolverError) -> LoadedBlob {
         let resolver = self.resolver
         let outcome: (value: LoadedBlob, joined: Bool)
         do {
@@ -145,7 +146,7 @@ public final class RepoView: Sendable {
                     if !deferStore { try self.storeNow(key, waiting) }
                     return .memory(waiting)
                 }
-                resolver.blobLoads.add(1, ordering: .relaxed)
+                if !speculative { resolver.blobLoads.add(1, ordering: .relaxed) }
                 return try self.loadFromPacks(id, key: key, deferStore: deferStore)
             }
         } catch let e as ResolverError {

@@ -10,7 +10,8 @@ public struct ResolverCounters: Sendable, Equatable {
     public var cacheMisses = 0
     public var blobLoads = 0
     public var singleflightJoins = 0
-    /// Blobs loaded speculatively (siblings of a file that missed the cache); included in `blobLoads`.
+    /// Blobs loaded from the packs ahead of any reader (siblings of a file that missed the cache); not
+    /// included in `blobLoads`, which counts the loads readers asked for.
     public var speculativeLoads = 0
 }
 
@@ -78,16 +79,23 @@ public final class Resolver: Sendable {
 
     /// Opens a content cache in a home with git's blob hash as its verifier.
     public static func openCache(home: Home) throws(CacheError) -> ContentCache {
-        try ContentCache(directory: home.cachePath, verifier: { key, content in
+        let cache = try ContentCache(directory: home.cachePath, verifier: { key, content in
             let actual = GitHash.blobID(of: content)
             return actual.withUnsafeBytes { CacheKey(raw: $0) } == key
         })
+        cache.missRescanInterval = .milliseconds(50)
+        return cache
     }
 
-    /// Writes every blob still waiting for the cache and stops the background threads. Idempotent.
+    /// Stops the background threads (stores in progress finish, queued ones are dropped). Idempotent.
     public func shutdown() {
         speculator?.shutdown()
         filler?.shutdown()
+    }
+
+    /// Counts a read served from content opened earlier (a cache hit that needed no new lookup).
+    public func countCacheHit() {
+        hits.add(1, ordering: .relaxed)
     }
 
     public var counters: ResolverCounters {
