@@ -393,6 +393,12 @@ func installProcessSignalHandlers() {
             action.sa_flags = SA_RESTART
             sigaction(sig, &action, nil)
         }
+        // A starter may have had these signals blocked (blocked masks are inherited): unblock them in
+        // this thread, which stays alive for the whole mount, so they can always be delivered.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         installed = true
     }
 }

@@ -30,9 +30,14 @@ public enum GitFSMounts {
         try? h.close()
     }
 
-    /// kill(pid, 0): whether the process exists.
+    /// Whether the process exists and has not exited: kill(pid, 0), and a zombie (state Z or X in
+    /// /proc/<pid>/stat, not reaped yet) counts as gone.
     public static func isAlive(_ pid: Int32) -> Bool {
-        kill(pid, 0) == 0 || errno == EPERM
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+        return state != "Z" && state != "X"
     }
 }
 

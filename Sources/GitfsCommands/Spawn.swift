@@ -9,7 +9,9 @@ enum Spawn {
     }
 
     /// posix_spawn in a new session (POSIX_SPAWN_SETSID), stdin from /dev/null, stdout and stderr to
-    /// `outputFD`. Returns the child's pid.
+    /// `outputFD`, every other descriptor closed (so a caller's pipes do not stay open in the server),
+    /// an empty signal mask and default signal actions (so SIGTERM reaches the server even when the
+    /// caller had it blocked or ignored). Returns the child's pid.
     static func detached(executable: String, arguments: [String], outputFD: Int32) throws(MountError) -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -17,16 +19,35 @@ enum Spawn {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
         posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        markDescriptorsCloseOnExec(from: 3)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        posix_spawnattr_setflags(&attr, Int16(0x80 /* POSIX_SPAWN_SETSID */))
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(0x80 /* POSIX_SPAWN_SETSID */ | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let argv = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         let rc = posix_spawn(&pid, executable, &actions, &attr, argv, environ)
         guard rc == 0 else { throw MountError("cannot start the mount server: \(String(cString: strerror(rc)))") }
         return pid
+    }
+}
+
+/// Sets FD_CLOEXEC on every open descriptor from `first` on (listed in /proc/self/fd), so a process we
+/// start inherits none of them.
+func markDescriptorsCloseOnExec(from first: Int32) {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+    for name in names {
+        guard let fd = Int32(name), fd >= first else { continue }
+        let flags = fcntl(fd, F_GETFD)
+        if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
     }
 }
 
