@@ -260,14 +260,13 @@ public final class GitFileSystem: FuseFileSystem {
 
     // MARK: files
 
-    public func open(_ node: GitFSNode) throws(Errno) -> OpenedFile<GitFSHandle> {
+    /// What a file node reads from: a stats snapshot, or the blob's opened content.
+    private func handle(for node: GitFSNode) throws(Errno) -> GitFSHandle {
         switch node {
         case .stats(let snapshot):
-            let bytes = statsSnapshots.withLock { $0.recent[snapshot] } ?? []
-            return OpenedFile(handle: .bytes(bytes), keepCache: false, directIO: true)
+            return .bytes(statsSnapshots.withLock { $0.recent[snapshot] } ?? [])
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            let content = try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid) }
-            return OpenedFile(handle: .blob(content), keepCache: true, directIO: false)
+            return .blob(try openContent(o.entry.oid, view: o.repo.view, directory: o.directory))
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
         case .root, .control, .repository, .refDirectory, .commits:
@@ -275,6 +274,13 @@ public final class GitFileSystem: FuseFileSystem {
         default:
             throw .invalid
         }
+    }
+
+    /// Used only when the kernel lacks no-open support (the mount serves files without OPEN).
+    public func open(_ node: GitFSNode) throws(Errno) -> OpenedFile<GitFSHandle> {
+        let h = try handle(for: node)
+        if case .bytes = h { return OpenedFile(handle: h, keepCache: false, directIO: true) }
+        return OpenedFile(handle: h, keepCache: true, directIO: false)
     }
 
     public func read(_ handle: GitFSHandle, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
@@ -295,20 +301,7 @@ public final class GitFileSystem: FuseFileSystem {
     public var servesWithoutOpen: Bool { true }
 
     public func read(node: GitFSNode, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        switch node {
-        case .stats(let snapshot):
-            let bytes = statsSnapshots.withLock { $0.recent[snapshot] } ?? []
-            return try read(.bytes(bytes), offset: offset, into: buffer)
-        case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            let content = try openContent(o.entry.oid, view: o.repo.view, directory: o.directory)
-            return try mapped { () throws(ResolverError) in try content.read(offset: offset, into: buffer) }
-        case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
-            throw .isDirectory
-        case .root, .control, .repository, .refDirectory, .commits:
-            throw .isDirectory
-        default:
-            throw .invalid
-        }
+        try read(try handle(for: node), offset: offset, into: buffer)
     }
 
     /// The opened content of a blob, from `contents` or opened now (concurrent first reads of one blob

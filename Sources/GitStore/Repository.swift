@@ -192,8 +192,9 @@ public final class Repository: Sendable {
         }
     }
 
-    /// Reads an object (`git_odb_read`, which inflates it) and hands its bytes to `body` without a copy.
-    private func withObject<R>(_ id: ObjectID, expect: git_object_t, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    /// Reads an object (`git_odb_read`, which inflates it) that must be of type `expect`; the caller
+    /// owns the result (`git_odb_object_free`).
+    private func readObject(_ id: ObjectID, expect: git_object_t) throws(GitStoreError) -> OpaquePointer {
         let h = try acquire()
         defer { release(h) }
         var oid = id.gitOID
@@ -205,14 +206,19 @@ public final class Repository: Sendable {
             }
             throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
         }
-        defer { git_odb_object_free(obj) }
         let type = git_odb_object_type(obj)
         guard type == expect else {
+            git_odb_object_free(obj)
             throw GitStoreError(.wrongType, "object \(id.hex) of repository '\(name)' is a \(Repository.kind(type)?.name ?? "unknown object"), not a \(Repository.kind(expect)?.name ?? "?")")
         }
-        let size = git_odb_object_size(obj)
-        let data = git_odb_object_data(obj)
-        return try body(UnsafeRawBufferPointer(start: data, count: size))
+        return obj
+    }
+
+    /// Reads an object and hands its bytes to `body` without a copy.
+    private func withObject<R>(_ id: ObjectID, expect: git_object_t, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let obj = try readObject(id, expect: expect)
+        defer { git_odb_object_free(obj) }
+        return try body(UnsafeRawBufferPointer(start: git_odb_object_data(obj), count: git_odb_object_size(obj)))
     }
 
     private func withTypedObject<R>(_ id: ObjectID, expect: git_object_t, _ body: (UnsafeRawBufferPointer) throws(GitStoreError) -> R) throws(GitStoreError) -> R {
@@ -285,22 +291,7 @@ public final class Repository: Sendable {
 
     /// A blob's inflated bytes, kept in libgit2's own buffer (no copy) for as long as the result lives.
     public func blobBuffer(_ id: ObjectID) throws(GitStoreError) -> BlobBuffer {
-        let h = try acquire()
-        defer { release(h) }
-        var oid = id.gitOID
-        var obj: OpaquePointer?
-        let rc = git_odb_read(&obj, h.odb, &oid)
-        guard rc == 0, let obj else {
-            if rc == GIT_ENOTFOUND.rawValue {
-                throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
-            }
-            throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
-        }
-        let buffer = BlobBuffer(object: obj)
-        guard git_odb_object_type(obj) == GIT_OBJECT_BLOB else {
-            throw GitStoreError(.wrongType, "object \(id.hex) of repository '\(name)' is not a blob")
-        }
-        return buffer
+        BlobBuffer(object: try readObject(id, expect: GIT_OBJECT_BLOB))
     }
 
     /// The bytes of a blob.
