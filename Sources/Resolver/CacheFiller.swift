@@ -24,7 +24,7 @@ final class CacheFiller: @unchecked Sendable {
     private var stopping = false
     private var workers: WorkerThreads?
 
-    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 256 << 20) {
+    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 128 << 20) {
         self.cache = cache
         self.logger = logger
         self.maxPendingBytes = maxPendingBytes

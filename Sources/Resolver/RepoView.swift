@@ -114,11 +114,13 @@ public final class RepoView: Sendable {
             resolver.hits.add(1, ordering: .relaxed)
             return BlobContent(id: id, view: self, loaded: .cached(entry))
         }
-        resolver.misses.add(1, ordering: .relaxed)
-        if let directory { resolver.speculator?.schedule(self, tree: directory) }
         if let waiting = resolver.filler?.pendingBytes(of: id) {
+            // Loaded moments ago, on its way into the cache.
+            resolver.hits.add(1, ordering: .relaxed)
             return BlobContent(id: id, view: self, loaded: .memory(waiting))
         }
+        resolver.misses.add(1, ordering: .relaxed)
+        if let directory { resolver.speculator?.schedule(self, tree: directory) }
         return BlobContent(id: id, view: self, loaded: try load(id, key: key, deferStore: true))
     }
 
