@@ -84,6 +84,8 @@ final class CacheFiller: @unchecked Sendable {
 
             do {
                 try bytes?.withUnsafeBytes { try cache.store(job.key, content: $0) }
+            } catch let error as CacheError where error.kind == .noSpace {
+                // The cache logs a full disk once; the blob was served anyway.
             } catch {
                 logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
             }
