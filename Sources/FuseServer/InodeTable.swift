@@ -18,7 +18,15 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
         var byNode: [Node: (ino: UInt64, lookups: UInt64)] = [:]
         var byIno: [UInt64: Node] = [:]
         var nextSequence: UInt64 = 1   // ino = sequence << shardBits | shard, so always >= 64 (never 0 or 1)
+        /// Numbers of nodes the kernel forgot lately (at most `recentLimit` per shard, oldest dropped
+        /// first): a node looked up again soon gets its old number back, so `st_ino` stays stable when
+        /// the kernel evicts and re-looks-up an inode. A number is only ever given to the node it was
+        /// minted for.
+        var recent: [Node: UInt64] = [:]
+        var recentOrder: [Node] = []
     }
+
+    static var recentLimit: Int { 256 }
 
     final class ShardBox: Sendable {
         let state = Mutex(Shard())
@@ -46,8 +54,13 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
                 shard.byNode[node]!.lookups += count
                 return ino
             }
-            let ino = shard.nextSequence << Self.shardBits | UInt64(index)
-            shard.nextSequence += 1
+            let ino: UInt64
+            if let old = shard.recent.removeValue(forKey: node) {
+                ino = old
+            } else {
+                ino = shard.nextSequence << Self.shardBits | UInt64(index)
+                shard.nextSequence += 1
+            }
             shard.byNode[node] = (ino, count)
             let previous = shard.byIno.updateValue(node, forKey: ino)
             precondition(previous == nil, "inode number \(ino) minted twice")
@@ -79,6 +92,17 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
             } else {
                 shard.byNode.removeValue(forKey: node)
                 shard.byIno.removeValue(forKey: ino)
+                if shard.recent.updateValue(ino, forKey: node) == nil {
+                    shard.recentOrder.append(node)
+                }
+                if shard.recentOrder.count > Self.recentLimit {
+                    // Drop the oldest remembered numbers (those re-used meanwhile are gone already).
+                    for old in shard.recentOrder.prefix(Self.recentLimit / 2) where shard.byNode[old] == nil {
+                        shard.recent.removeValue(forKey: old)
+                    }
+                    shard.recentOrder.removeFirst(Self.recentLimit / 2)
+                    shard.recentOrder.removeAll { shard.recent[$0] == nil }
+                }
             }
         }
     }

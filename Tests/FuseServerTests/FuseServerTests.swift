@@ -207,10 +207,15 @@ let quietLogger: Logger = {
             #expect(table.node(of: ino) == "/node\(round)")
             table.forget(ino, count: 1)
             #expect(table.node(of: ino) == nil)
-            // A new inode number after being forgotten: numbers are never reused.
+            // Looked up again soon after being forgotten: the same number (st_ino stays stable), and
+            // a number is never handed to another node.
+            let other = table.retain("/other\(round)")
+            #expect(other != ino)
             let again = table.retain("/node\(round)")
-            #expect(again != ino)
+            #expect(again == ino)
+            #expect(table.node(of: ino) == "/node\(round)" && table.node(of: other) == "/other\(round)")
             table.forget(again, count: 1)
+            table.forget(other, count: 1)
         }
         #expect(table.count == 1)
     }
