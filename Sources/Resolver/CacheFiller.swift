@@ -7,8 +7,9 @@ import Logging
 /// bytes at once, and a small fixed set of threads verifies, compresses and writes them afterwards.
 /// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
 ///
-/// Bounded: at most `maxPendingBytes` wait (a submit beyond that is refused and the caller stores
-/// synchronously). Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
+/// Bounded: at most `maxPendingBytes` wait, or one blob of any size when nothing else does (it is in
+/// memory anyway, having just been inflated); a submit beyond that is refused and the caller stores
+/// synchronously. Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
 /// finish and drops the queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails (full disk, content that does not match its id) is logged; the bytes were
 /// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
 final class CacheFiller: @unchecked Sendable {
@@ -24,7 +25,7 @@ final class CacheFiller: @unchecked Sendable {
     private var stopping = false
     private var workers: WorkerThreads?
 
-    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 128 << 20) {
+    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 64 << 20) {
         self.cache = cache
         self.logger = logger
         self.maxPendingBytes = maxPendingBytes
@@ -35,7 +36,8 @@ final class CacheFiller: @unchecked Sendable {
     func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping, pending[id] == nil, pendingBytes + bytes.count <= maxPendingBytes else { return false }
+        guard !stopping, pending[id] == nil,
+              pendingBytes == 0 || pendingBytes + bytes.count <= maxPendingBytes else { return false }
         pending[id] = bytes
         pendingBytes += bytes.count
         queue.append((key, id))
