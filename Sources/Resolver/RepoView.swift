@@ -120,8 +120,10 @@ public final class RepoView: Sendable {
             return BlobContent(id: id, view: self, loaded: .memory(waiting))
         }
         resolver.misses.add(1, ordering: .relaxed)
+        let loaded = try load(id, key: key, deferStore: true)
+        // After this blob's own load, so the speculator never takes the load this reader asked for.
         if let directory { resolver.speculator?.schedule(self, tree: directory) }
-        return BlobContent(id: id, view: self, loaded: try load(id, key: key, deferStore: true))
+        return BlobContent(id: id, view: self, loaded: loaded)
     }
 
     /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.
