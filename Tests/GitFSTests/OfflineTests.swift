@@ -5,55 +5,10 @@ import TestSupport
 import Glibc
 #endif
 
-/// Runs `gitfs ARGS` (with `--home` after the subcommand) via posix_spawn and waitpid, outputs in files,
-/// killing it after `seconds` (status 124). Foundation.Process can miss the exit of `gitfs mount`,
-/// whose server lives on in the background, so the offline test does not use it.
-func offlineRunGitfs(home: String, _ args: [String], seconds: Double = 120) throws -> OfflineRan {
-    let dir = try TempDir("offline-run")
-    let outPath = dir.sub("out"), errPath = dir.sub("err")
-    let argv = [gitfsBinary, args[0], "--home", home] + args.dropFirst()
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
-    posix_spawnattr_setpgroup(&attr, 0)
-    let cArgs = argv.map { strdup($0) } + [nil]
-    defer { for p in cArgs { free(p) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, environ)
-    guard rc == 0 else { throw TestFailure("posix_spawn \(argv[0]) failed: \(rc)") }
-    let deadline = Date().addingTimeInterval(seconds)
-    var status: Int32 = 0
-    var code: Int32 = -1
-    while true {
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid { code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f); break }
-        if r < 0 && errno != EINTR { break }
-        if Date() >= deadline {
-            kill(-pid, SIGKILL)
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            code = 124
-            break
-        }
-        usleep(2_000)
-    }
-    let out = (try? Data(contentsOf: URL(fileURLWithPath: outPath))) ?? Data()
-    let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-    return OfflineRan(status: code, stdout: Array(out), stderr: err)
-}
-
-/// Exit status and outputs of `gitfsBounded`.
-struct OfflineRan {
-    let status: Int32
-    let stdout: [UInt8]
-    let stderr: String
-    var out: String { String(decoding: stdout, as: UTF8.self) }
+/// Runs `gitfs ARGS` (with `--home` after the subcommand) through `runBounded` (posix_spawn + waitpid,
+/// killed after `seconds`): Foundation.Process can miss the exit of `gitfs mount`, whose server lives on.
+func offlineRunGitfs(home: String, _ args: [String], seconds: Double = 120) throws -> RunResult {
+    try runBounded([gitfsBinary, args[0], "--home", home] + args.dropFirst(), seconds: seconds)
 }
 
 /// Issue 5 "Offline": a repository cloned from a `git daemon` that is then stopped can still be mounted,
