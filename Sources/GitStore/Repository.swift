@@ -92,28 +92,13 @@ public final class Repository: Sendable {
     /// another process shows at once.
     public func refs() throws(GitStoreError) -> RefSnapshot {
         try withHandle { h throws(GitStoreError) in
-            var it: OpaquePointer?
-            let rc = git_reference_iterator_new(&it, h.repo)
-            guard rc == 0, let it else {
-                throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(rc))")
-            }
-            defer { git_reference_iterator_free(it) }
             var branches: [Ref] = []
             var tags: [Ref] = []
-            while true {
-                var ref: OpaquePointer?
-                let r = git_reference_next(&ref, it)
-                if r == GIT_ITEROVER.rawValue { break }
-                guard r == 0, let ref else {
-                    throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(r))")
-                }
-                defer { git_reference_free(ref) }
-                let full = String(cString: git_reference_name(ref))
+            try Repository.forEachReference(h.repo, name: name) { ref, full in
                 let isBranch = full.hasPrefix("refs/heads/")
-                let isTag = full.hasPrefix("refs/tags/")
-                guard isBranch || isTag else { continue }
+                guard isBranch || full.hasPrefix("refs/tags/") else { return }
                 var obj: OpaquePointer?
-                guard git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0, let obj else { continue }
+                guard git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0, let obj else { return }
                 let id = ObjectID(git_object_id(obj))
                 git_object_free(obj)
                 if isBranch {
@@ -140,30 +125,37 @@ public final class Repository: Sendable {
         }
     }
 
-    /// Every ref under refs/ with its direct (unpeeled) target; symbolic refs are left out.
-    func rawRefs() throws(GitStoreError) -> [String: ObjectID] {
-        try withHandle { h throws(GitStoreError) in try Repository.rawRefs(h.repo, name: name) }
-    }
-
-    static func rawRefs(_ repo: OpaquePointer, name: String) throws(GitStoreError) -> [String: ObjectID] {
+    /// Calls `body` with every reference of `repo` and its full name (`git_reference_iterator_new`,
+    /// `git_reference_next`); each reference is freed after `body` returns.
+    static func forEachReference(_ repo: OpaquePointer, name: String,
+                                 _ body: (OpaquePointer, String) -> Void) throws(GitStoreError) {
         var it: OpaquePointer?
         let rc = git_reference_iterator_new(&it, repo)
         guard rc == 0, let it else {
             throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(rc))")
         }
         defer { git_reference_iterator_free(it) }
-        var out: [String: ObjectID] = [:]
         while true {
             var ref: OpaquePointer?
             let r = git_reference_next(&ref, it)
-            if r == GIT_ITEROVER.rawValue { break }
+            if r == GIT_ITEROVER.rawValue { return }
             guard r == 0, let ref else {
                 throw GitStoreError(.corrupt, "cannot read the refs of '\(name)': \(GitStoreError.lastGitMessage(r))")
             }
-            if let t = git_reference_target(ref) {
-                out[String(cString: git_reference_name(ref))] = ObjectID(t)
-            }
+            body(ref, String(cString: git_reference_name(ref)))
             git_reference_free(ref)
+        }
+    }
+
+    /// Every ref under refs/ with its direct (unpeeled) target; symbolic refs are left out.
+    func rawRefs() throws(GitStoreError) -> [String: ObjectID] {
+        try withHandle { h throws(GitStoreError) in try Repository.rawRefs(h.repo, name: name) }
+    }
+
+    static func rawRefs(_ repo: OpaquePointer, name: String) throws(GitStoreError) -> [String: ObjectID] {
+        var out: [String: ObjectID] = [:]
+        try forEachReference(repo, name: name) { ref, full in
+            if let t = git_reference_target(ref) { out[full] = ObjectID(t) }
         }
         return out
     }
