@@ -9,7 +9,7 @@ import Synchronization
 /// loaded. Like EdenFS's readdir prefetch, but triggered by a read rather than a listing, so `find`
 /// never pays for it.
 ///
-/// Bounded: one worker thread, a queue of at most `maxQueued` blobs (further ones are dropped), blobs
+/// Bounded: one worker thread, at most 256 directories and `maxQueued` blobs queued (further ones are dropped), blobs
 /// larger than `maxBlobSize` skipped, each directory scheduled once (the set of scheduled trees is reset
 /// when it grows past 16k). Tracked: `shutdown()` drops the queue and joins the thread. Loads go through
 /// the same single-flight loader as readers, so a reader that wants a blob being speculated waits for
@@ -25,6 +25,8 @@ final class Speculator: @unchecked Sendable {
     private var stopping = false
     private var workers: WorkerThreads?
     let loads = Atomic<Int>(0)
+    /// Directories waiting to be expanded; further ones are dropped.
+    static let maxQueuedTrees = 256
 
     init(maxQueued: Int = 4096, maxBlobSize: Int = 1 << 20) {
         self.maxQueued = maxQueued
@@ -36,7 +38,7 @@ final class Speculator: @unchecked Sendable {
     func schedule(_ view: RepoView, tree: ObjectID) {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping, queuedBlobs < maxQueued else { return }
+        guard !stopping, queuedBlobs < maxQueued, queue.count < Self.maxQueuedTrees else { return }
         if scheduledTrees.count > 16_384 { scheduledTrees.removeAll(keepingCapacity: true) }
         guard scheduledTrees.insert(tree).inserted else { return }
         queue.append((view, tree))
