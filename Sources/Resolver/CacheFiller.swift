@@ -36,7 +36,7 @@ final class CacheFiller: @unchecked Sendable {
     func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping, pending[id] == nil,
+        guard !stopping, pending[id] == nil, pending.count < 65_536,
               pendingBytes == 0 || pendingBytes + bytes.count <= maxPendingBytes else { return false }
         pending[id] = bytes
         pendingBytes += bytes.count
