@@ -28,7 +28,8 @@ public struct ObjectNode: Hashable, Sendable {
     public func hash(into h: inout Hasher) {
         h.combine(repo)
         h.combine(commit)
-        h.combine(path)
+        // One call over the raw bytes (combining a [UInt8] element by element was 7% of a warm `find`).
+        path.withUnsafeBytes { h.combine(bytes: $0) }
     }
 }
 
