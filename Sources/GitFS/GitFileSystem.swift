@@ -28,9 +28,6 @@ public final class GitFileSystem: FuseFileSystem {
     /// Recent `.gitfs/stats` snapshots by number. Files are served without OPEN and keep their page
     /// cache, so each lookup of `stats` (entry lifetime 0) takes a fresh snapshot under a new node.
     private let statsSnapshots = Mutex<(next: UInt64, recent: [UInt64: [UInt8]])>((1, [:]))
-    /// Opened blob contents by object id, so reads (which come without a file handle) do not reopen the
-    /// cache entry each time. Bounded: a cached entry counts 64 KiB (one fd), a blob held in memory its size.
-    let contents = BoundedCache<ObjectID, BlobContent>(maxBytes: 64 << 20)
 
     /// Lifetime in the kernel of immutable nodes (everything under commits/).
     static let immutableTTL: Double = 24 * 3600
@@ -266,7 +263,7 @@ public final class GitFileSystem: FuseFileSystem {
         case .stats(let snapshot):
             return .bytes(statsSnapshots.withLock { $0.recent[snapshot] } ?? [])
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            return .blob(try openContent(o.entry.oid, view: o.repo.view, directory: o.directory))
+            return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid, directory: o.directory) })
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
         case .root, .control, .repository, .refDirectory, .commits:
@@ -304,17 +301,6 @@ public final class GitFileSystem: FuseFileSystem {
         try read(try handle(for: node), offset: offset, into: buffer)
     }
 
-    /// The opened content of a blob, from `contents` or opened now (concurrent first reads of one blob
-    /// may both open it; the loads behind them are single-flight, the spare opened entry is dropped).
-    private func openContent(_ id: ObjectID, view: RepoView, directory: ObjectID?) throws(Errno) -> BlobContent {
-        if let open = contents.value(for: id) {
-            resolver.countCacheHit()
-            return open
-        }
-        let content = try mapped { () throws(ResolverError) in try view.openBlob(id, directory: directory) }
-        contents.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
-        return content
-    }
 
     /// A new numbered snapshot of the stats JSON; the 64 most recent are kept.
     private func takeStatsSnapshot() -> GitFSNode {

@@ -105,25 +105,34 @@ public final class RepoView: Sendable {
 
     // MARK: content
 
-    /// Opens a blob's content: from the content cache on a hit; on a miss, loaded once from the packs
-    /// (single-flight across every concurrent caller), verified and written to the cache.
+    /// Opens a blob's content: content opened lately (a bounded table), else the content cache, else
+    /// loaded once from the packs (single-flight across every concurrent caller) and written to the
+    /// cache. Reads that come without a file handle (the mount's no-open mode) call this per request,
+    /// so the opened table keeps them from reopening the cache entry each time.
     /// `directory`: the tree holding the file; on a miss its other small blobs are loaded speculatively.
     public func openBlob(_ id: ObjectID, directory: ObjectID? = nil) throws(ResolverError) -> BlobContent {
+        if let open = resolver.opened.value(for: id) {
+            resolver.hits.add(1, ordering: .relaxed)
+            return open
+        }
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
+        let loaded: LoadedBlob
         if let entry = resolver.cache.lookup(key) {
             resolver.hits.add(1, ordering: .relaxed)
-            return BlobContent(id: id, view: self, loaded: .cached(entry))
-        }
-        if let waiting = resolver.filler?.pendingBytes(of: id) {
+            loaded = .cached(entry)
+        } else if let waiting = resolver.filler?.pendingBytes(of: id) {
             // Loaded moments ago, on its way into the cache.
             resolver.hits.add(1, ordering: .relaxed)
-            return BlobContent(id: id, view: self, loaded: .memory(waiting))
+            loaded = .memory(waiting)
+        } else {
+            resolver.misses.add(1, ordering: .relaxed)
+            loaded = try load(id, key: key, deferStore: true)
+            // After this blob's own load, so the speculator never takes the load this reader asked for.
+            if let directory { resolver.speculator?.schedule(self, tree: directory) }
         }
-        resolver.misses.add(1, ordering: .relaxed)
-        let loaded = try load(id, key: key, deferStore: true)
-        // After this blob's own load, so the speculator never takes the load this reader asked for.
-        if let directory { resolver.speculator?.schedule(self, tree: directory) }
-        return BlobContent(id: id, view: self, loaded: loaded)
+        let content = BlobContent(id: id, view: self, loaded: loaded)
+        resolver.opened.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
+        return content
     }
 
     /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.

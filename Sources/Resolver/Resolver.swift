@@ -42,6 +42,9 @@ public final class Resolver: Sendable {
     let sizes: BoundedCache<ObjectID, Int>
     let commits: BoundedCache<ObjectID, CommitInfo>
     let loads = SingleFlight<ObjectID, LoadedBlob>()
+    /// Blob contents opened lately, by id. Bounded: a cache entry counts 64 KiB (it holds one fd), a blob
+    /// held in memory its size (larger than a generation's share: not kept).
+    let opened = BoundedCache<ObjectID, BlobContent>(maxBytes: 64 << 20)
     let logger: Logger
     private let views = Mutex<[String: RepoView]>([:])
 
@@ -91,11 +94,6 @@ public final class Resolver: Sendable {
     public func shutdown() {
         speculator?.shutdown()
         filler?.shutdown()
-    }
-
-    /// Counts a read served from content opened earlier (a cache hit that needed no new lookup).
-    public func countCacheHit() {
-        hits.add(1, ordering: .relaxed)
     }
 
     public var counters: ResolverCounters {
