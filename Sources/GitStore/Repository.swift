@@ -278,7 +278,7 @@ public final class Repository: Sendable {
     /// Inflates a blob once (`git_odb_read`) and hands its bytes to `body` without a copy; the buffer is
     /// valid only inside `body`. Throws `GitStoreError` (.notFound, .wrongType, .corrupt) or what body throws.
     public func withBlob<R>(_ id: ObjectID, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        try withObject(id, expect: GIT_OBJECT_BLOB, body)
+        try blobBuffer(id).withUnsafeBytes(body)
     }
 
     /// A blob's inflated bytes, kept in libgit2's own buffer (no copy) for as long as the result lives.
@@ -288,7 +288,7 @@ public final class Repository: Sendable {
 
     /// The bytes of a blob.
     public func readBlob(_ id: ObjectID) throws(GitStoreError) -> [UInt8] {
-        try withTypedObject(id, expect: GIT_OBJECT_BLOB) { raw in Array(raw) }
+        try blobBuffer(id).withUnsafeBytes { Array($0) }
     }
 
     /// The entry at `path` ("a/b/c"; empty components ignored) in the tree of `commit`; nil when absent or
