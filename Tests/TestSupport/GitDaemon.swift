@@ -117,24 +117,42 @@ public func canConnect(port: Int) -> Bool {
     }
 }
 
-/// posix_spawn of argv (PATH lookup) as the leader of a new process group, stdin from /dev/null,
-/// stdout and stderr appended to `output`, with `gitEnvironment` added to the environment.
-public func spawnInOwnGroup(_ argv: [String], output: String) throws -> pid_t {
+/// posix_spawn of argv (PATH lookup) as the leader of a new process group, stdin from /dev/null, stdout
+/// and stderr appended to `output` (or written to `stdout`/`stderr` when given), with `gitEnvironment`
+/// and `env` added to the environment. The child starts as from a shell: default dispositions and an
+/// empty signal mask, except `blockedSignals` (test threads run with most signals blocked, and a mask
+/// is inherited across exec). The one spawner of the test helpers.
+public func spawnInOwnGroup(_ argv: [String], output: String, stderr errorPath: String? = nil,
+                            env: [String: String] = [:], blockedSignals: [Int32] = []) throws -> pid_t {
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     posix_spawnattr_setpgroup(&attr, 0)
+    var mask = sigset_t()
+    sigemptyset(&mask)
+    for sig in blockedSignals { sigaddset(&mask, sig) }
+    posix_spawnattr_setsigmask(&attr, &mask)
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
+    posix_spawnattr_setsigdefault(&attr, &defaults)
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in gitEnvironment { env[k] = v }
+    if let errorPath {
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in gitEnvironment { environment[k] = v }
+    for (k, v) in env { environment[k] = v }
     let cArgs = argv.map { strdup($0) } + [nil]
-    let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer { for p in cArgs + cEnv { free(p) } }
     var pid: pid_t = 0
     let rc = posix_spawnp(&pid, argv[0], &actions, &attr, cArgs, cEnv)

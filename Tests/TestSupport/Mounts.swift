@@ -167,34 +167,7 @@ public func runBounded(_ argv: [String], seconds: Double = 60, env: [String: Str
                        blockedSignals: [Int32] = []) throws -> RunResult {
     let dir = try TempDir("run")
     let outPath = dir.sub("out"), errPath = dir.sub("err")
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP))
-    posix_spawnattr_setpgroup(&attr, 0)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    var mask = sigset_t()
-    sigemptyset(&mask)
-    for sig in blockedSignals { sigaddset(&mask, sig) }
-    posix_spawnattr_setsigmask(&attr, &mask)
-    var defaults = sigset_t()
-    sigemptyset(&defaults)
-    for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
-    posix_spawnattr_setsigdefault(&attr, &defaults)
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    var environment = ProcessInfo.processInfo.environment
-    for (k, v) in env { environment[k] = v }
-    let cArgs = argv.map { strdup($0) } + [nil]
-    let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { for p in cArgs + cEnv { free(p) } }
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &actions, &attr, cArgs, cEnv)
-    guard rc == 0 else { throw TestFailure("posix_spawnp \(argv[0]) failed: \(String(cString: strerror(rc)))") }
+    let pid = try spawnInOwnGroup(argv, output: outPath, stderr: errPath, env: env, blockedSignals: blockedSignals)
     let deadline = Date().addingTimeInterval(seconds)
     var code: Int32 = -1
     var status: Int32 = 0
