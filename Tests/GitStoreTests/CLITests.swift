@@ -113,13 +113,9 @@ func refLines(_ gitDir: String) throws -> String {
     /// a new tag; then fetch with the daemon stopped fails naming the URL and keeps every ref.
     @Test func cloneAndFetchOverGitDaemon() throws {
         let fixture = try FixtureRepo.shared()
-        let serve = try TempDir("serve")
-        let home = try TempDir("home")
-        defer { serve.remove(); home.remove() }
-        let origin = serve.sub("origin.git")
-        try fixture.bareCopy(to: origin)
-        let daemon = try GitDaemon.start(basePath: serve.path)
-        defer { daemon.stop() }
+        let served = try ServedFixture(fixture)
+        defer { served.close() }
+        let (serve, home, origin, daemon) = (served.serve, served.home, served.origin, served.daemon)
 
         try gitfsOK(home: home.path, ["clone", daemon.url("origin.git")])
         let mirror = home.path + "/repos/origin.git"
@@ -191,13 +187,9 @@ func refLines(_ gitDir: String) throws -> String {
     /// pack and is killed while the client is still receiving it.
     @Test func fetchInterruptedMidTransferKeepsRefs() throws {
         let fixture = try FixtureRepo.shared()
-        let serve = try TempDir("serve")
-        let home = try TempDir("home")
-        defer { serve.remove(); home.remove() }
-        let origin = serve.sub("origin.git")
-        try fixture.bareCopy(to: origin)
-        let daemon = try GitDaemon.start(basePath: serve.path)
-        defer { daemon.stop() }
+        let served = try ServedFixture(fixture)
+        defer { served.close() }
+        let (serve, home, origin, daemon) = (served.serve, served.home, served.origin, served.daemon)
         try gitfsOK(home: home.path, ["clone", daemon.url("origin.git"), "m"])
         let mirror = home.path + "/repos/m.git"
         let kept = try refLines(mirror)
@@ -250,13 +242,9 @@ func refLines(_ gitDir: String) throws -> String {
     /// Two fetches of one mirror at once do one network fetch; the second waits and reports the same.
     @Test func concurrentFetchesAreSingleFlight() throws {
         let fixture = try FixtureRepo.shared()
-        let serve = try TempDir("serve")
-        let home = try TempDir("home")
-        defer { serve.remove(); home.remove() }
-        let origin = serve.sub("origin.git")
-        try fixture.bareCopy(to: origin)
-        let daemon = try GitDaemon.start(basePath: serve.path)
-        defer { daemon.stop() }
+        let served = try ServedFixture(fixture)
+        defer { served.close() }
+        let (serve, home, origin, daemon) = (served.serve, served.home, served.origin, served.daemon)
         try gitfsOK(home: home.path, ["clone", daemon.url("origin.git"), "m"])
         let work = serve.sub("work")
         try git("clone", "-q", origin, work, cwd: "/tmp")
@@ -268,7 +256,7 @@ func refLines(_ gitDir: String) throws -> String {
         #expect(lockFD >= 0)
         defer { close(lockFD) }
         #expect(flock(lockFD, LOCK_EX) == 0)
-        let served = daemon.uploadPackRequests()
+        let requestsBefore = daemon.uploadPackRequests()
         let results = ResultList()
         let group = DispatchGroup()
         for _ in 0..<2 {
@@ -282,7 +270,7 @@ func refLines(_ gitDir: String) throws -> String {
         #expect(all.count == 2 && all.allSatisfy { $0.status == 0 })
         #expect(all.count == 2 && all[0].out == all[1].out)
         #expect(all.first?.out.contains("refs/heads/main") == true)
-        #expect(daemon.uploadPackRequests() - served == 1)
+        #expect(daemon.uploadPackRequests() - requestsBefore == 1)
         #expect(try refLines(home.path + "/repos/m.git") == refLines(origin))
     }
 }
@@ -308,4 +296,27 @@ final class ResultBox: @unchecked Sendable {
     private var value: RunResult?
     func set(_ r: RunResult?) { value = r; done.signal() }
     func wait() -> RunResult? { done.wait(); return value }
+}
+
+/// A bare copy of a fixture at `serve/origin.git`, served by a `git daemon` on 127.0.0.1, and an empty
+/// gitfs home. `close()` stops the daemon and removes both folders.
+final class ServedFixture {
+    let serve: TempDir
+    let home: TempDir
+    let origin: String
+    let daemon: GitDaemon
+
+    init(_ fixture: FixtureRepo) throws {
+        serve = try TempDir("serve")
+        home = try TempDir("home")
+        origin = serve.sub("origin.git")
+        try fixture.bareCopy(to: origin)
+        daemon = try GitDaemon.start(basePath: serve.path)
+    }
+
+    func close() {
+        daemon.stop()
+        serve.remove()
+        home.remove()
+    }
 }
