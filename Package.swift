@@ -1,6 +1,10 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+/// Release builds specialize generics across modules (FuseMount<GitFileSystem>, InodeTable<GitFSNode>):
+/// without it the FUSE server's hot paths run through unspecialized generic code.
+let optimize: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "gitfs",
     platforms: [.macOS(.v15)],
@@ -20,21 +24,21 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
-        .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.
-        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
-        .target(name: "FuseServer", dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "FuseServer", dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
             "GitStore", "ContentCache", "Resolver", "GitFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: optimize),
         .executableTarget(name: "gitfs", dependencies: ["GitfsCommands"]),
         .executableTarget(name: "gitfs-cache-bench", dependencies: ["ContentCache", "GitStore"], path: "Benchmarks/CacheBench"),
 

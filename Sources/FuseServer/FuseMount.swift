@@ -64,6 +64,9 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
 
     /// Creates the FUSE session and mounts it (ro, fsname, subtype gitfs, allow_other,
     /// default_permissions). Requests queue in the kernel until `serve()` runs.
+    /// (`@_optimize(none)`: runs once, and cross-module optimization of its body crashes swift 6.3's
+    /// CopyPropagation pass.)
+    @_optimize(none)
     public init(filesystem: FS, mountpoint: String, options: FuseMountOptions, logger: Logger) throws(FuseError) {
         let canonicalPath = try MountTable.checkMountpoint(mountpoint)
         let box = CallbackBox()
@@ -111,7 +114,6 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
         self.gid = getegid()
         self.controlFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         self.wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        box.handler = self
         logger.info("mounted", metadata: ["mountpoint": "\(canonicalPath)", "device": "\(device ?? "?")",
                                           "threads": "\(options.threads)"])
     }
@@ -145,6 +147,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     /// if still mounted and destroys the session. Only the first call serves; later calls return at once.
     public func serve() {
         guard !serveStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        box.table = makeRequestTable()
         var threads: [pthread_t] = []
         for index in 0..<max(1, options.threads) {
             let start = ThreadStart { [self] in self.workerLoop(index: index) }

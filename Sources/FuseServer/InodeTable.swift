@@ -14,16 +14,29 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     static var shardCount: Int { 1 << Int(shardBits) }
     static var rootIno: UInt64 { 1 }
 
+    /// A node with its hash computed once (a node's hash covers its whole path): picks the shard and
+    /// keys the shard's maps without hashing the node again.
+    struct HashedNode: Hashable {
+        let node: Node
+        let hash: Int
+        init(_ node: Node) {
+            self.node = node
+            self.hash = node.hashValue
+        }
+        static func == (a: HashedNode, b: HashedNode) -> Bool { a.hash == b.hash && a.node == b.node }
+        func hash(into h: inout Hasher) { h.combine(hash) }
+    }
+
     struct Shard: ~Copyable {
-        var byNode: [Node: (ino: UInt64, lookups: UInt64)] = [:]
-        var byIno: [UInt64: Node] = [:]
+        var byNode: [HashedNode: (ino: UInt64, lookups: UInt64)] = Dictionary(minimumCapacity: 256)
+        var byIno: [UInt64: HashedNode] = Dictionary(minimumCapacity: 256)
         var nextSequence: UInt64 = 1   // ino = sequence << shardBits | shard, so always >= 64 (never 0 or 1)
         /// Numbers of nodes the kernel forgot lately (at most `recentLimit` per shard, oldest dropped
         /// first): a node looked up again soon gets its old number back, so `st_ino` stays stable when
         /// the kernel evicts and re-looks-up an inode. A number is only ever given to the node it was
         /// minted for.
-        var recent: [Node: UInt64] = [:]
-        var recentOrder: [Node] = []
+        var recent: [HashedNode: UInt64] = [:]
+        var recentOrder: [HashedNode] = []
     }
 
     static var recentLimit: Int { 256 }
@@ -41,21 +54,22 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     }
 
     @inline(__always)
-    private func shardIndex(of node: Node) -> Int {
-        Int(truncatingIfNeeded: UInt(bitPattern: node.hashValue) >> (UInt(UInt.bitWidth) - UInt(Self.shardBits)))
+    private func shardIndex(of node: HashedNode) -> Int {
+        Int(truncatingIfNeeded: UInt(bitPattern: node.hash) >> (UInt(UInt.bitWidth) - UInt(Self.shardBits)))
     }
 
     /// Find-or-create the inode of `node` and add `count` to its lookup count, in one atomic step.
     func retain(_ node: Node, count: UInt64 = 1) -> UInt64 {
         if node == root { return Self.rootIno }
+        let node = HashedNode(node)
         let index = shardIndex(of: node)
         return shards[index].state.withLock { shard -> UInt64 in
-            if let ino = shard.byNode[node]?.ino {
-                shard.byNode[node]!.lookups += count
-                return ino
+            if let i = shard.byNode.index(forKey: node) {
+                shard.byNode.values[i].lookups += count
+                return shard.byNode.values[i].ino
             }
             let ino: UInt64
-            if let old = shard.recent.removeValue(forKey: node) {
+            if !shard.recent.isEmpty, let old = shard.recent.removeValue(forKey: node) {
                 ino = old
             } else {
                 ino = shard.nextSequence << Self.shardBits | UInt64(index)
@@ -71,6 +85,7 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     /// The inode of `node` if the kernel currently knows it, without changing any count.
     func existingIno(of node: Node) -> UInt64? {
         if node == root { return Self.rootIno }
+        let node = HashedNode(node)
         return shards[shardIndex(of: node)].state.withLock { $0.byNode[node]?.ino }
     }
 
@@ -78,7 +93,7 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     func node(of ino: UInt64) -> Node? {
         if ino == Self.rootIno { return root }
         let index = Int(ino & UInt64(Self.shardCount - 1))
-        return shards[index].state.withLock { $0.byIno[ino] }
+        return shards[index].state.withLock { $0.byIno[ino]?.node }
     }
 
     /// Subtract `count` from the lookup count of `ino` (FORGET); remove the entry at zero.

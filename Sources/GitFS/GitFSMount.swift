@@ -45,6 +45,7 @@ public final class GitFSMount: Sendable {
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
         resolver = Resolver(store: store, cache: cache, backgroundFill: true, logger: logger)
+        resolver.warmUp()
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()
         options.threads = max(1, configuration.threads)

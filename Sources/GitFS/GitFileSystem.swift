@@ -91,15 +91,23 @@ public final class GitFileSystem: FuseFileSystem {
     }
 
     private func objectAttributes(_ o: ObjectNode) throws(Errno) -> NodeAttributes {
-        let mtime = try mapped { () throws(ResolverError) in try o.repo.view.commit(o.commit).committerTime }
+        try objectAttributes(o.entry, in: o.repo, mtime: try commitTime(o))
+    }
+
+    /// The mtime of everything under commits/<id>/: the commit's committer time.
+    private func commitTime(_ o: ObjectNode) throws(Errno) -> Int64 {
+        try mapped { () throws(ResolverError) in try o.repo.view.commit(o.commit).committerTime }
+    }
+
+    private func objectAttributes(_ entry: TreeEntry, in repo: RepoRef, mtime: Int64) throws(Errno) -> NodeAttributes {
         let ttl = Self.immutableTTL
-        switch o.entry.kind {
+        switch entry.kind {
         case .directory, .submodule:
             return directory(mtime: mtime, ttl: ttl)
         case .file, .executable, .symlink:
-            let size = try mapped { () throws(ResolverError) in try o.repo.view.blobSize(o.entry.oid) }
-            let kind: NodeKind = o.entry.kind == .symlink ? .symlink : .regularFile
-            let perm: UInt16 = switch o.entry.kind {
+            let size = try mapped { () throws(ResolverError) in try repo.view.blobSize(entry.oid) }
+            let kind: NodeKind = entry.kind == .symlink ? .symlink : .regularFile
+            let perm: UInt16 = switch entry.kind {
             case .executable: 0o555
             case .symlink: 0o777
             default: 0o444
@@ -217,10 +225,12 @@ public final class GitFileSystem: FuseFileSystem {
             guard o.entry.kind == .directory || o.entry.kind == .submodule else { throw .notDirectory }
             if o.entry.kind == .submodule { return ([], OpenedDirectory(cacheEntries: true)) }
             let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
+            o.repo.view.listing(o.entry.oid)
+            let mtime = try commitTime(o)
             out.reserveCapacity(tree.entries.count)
             for e in tree.entries {
                 let child = ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e, directory: o.entry.oid)
-                out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(child)))
+                out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(e, in: o.repo, mtime: mtime)))
             }
             return (out, OpenedDirectory(cacheEntries: true))
         case .head, .ref, .stats:

@@ -80,6 +80,12 @@ public final class RepoView: Sendable {
         return parsed
     }
 
+    /// Tells the view that the directory `tree` is being listed: the listings below it are read ahead
+    /// in the background (mounts only; bounded, see Speculator).
+    public func listing(_ tree: ObjectID) {
+        resolver.speculator?.scheduleWalk(self, tree: tree)
+    }
+
     /// A blob's size from its object header (never inflates), from the bounded cache.
     public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
         if let s = resolver.sizes.value(for: id) { return s }

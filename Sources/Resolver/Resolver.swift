@@ -90,6 +90,16 @@ public final class Resolver: Sendable {
         return cache
     }
 
+    /// Does the one-time work of the first request ahead of it: libgit2's initialisation (with mbedTLS it
+    /// parses the system's CA bundle, ~10 ms), OpenSSL's SHA-1 set-up, and opening the views of up to
+    /// `maxRepositories` repositories. Errors are left for the requests that meet them.
+    public func warmUp(maxRepositories: Int = 16) {
+        _ = GitHash.blobID(of: UnsafeRawBufferPointer(start: nil, count: 0))
+        for name in store.names().prefix(maxRepositories) {
+            _ = try? repository(named: name)
+        }
+    }
+
     /// Stops the background threads (stores in progress finish, queued ones are dropped). Idempotent.
     public func shutdown() {
         speculator?.shutdown()

@@ -4,16 +4,21 @@ import GitStore
 import Logging
 import Synchronization
 
-/// Speculative, bounded loading of a directory's other small blobs when one of its files had to be
-/// loaded from the packs: a sequential reader (`tar`, `grep -r`) then finds the next files already
-/// loaded. Like EdenFS's readdir prefetch, but triggered by a read rather than a listing, so `find`
-/// never pays for it.
+/// Speculative, bounded background work on one thread, ahead of the readers:
+/// - **Listings ahead** (`scheduleWalk`): when a directory is listed, its subtrees are parsed and the
+///   sizes of their files read from the object headers (never inflated), depth first in the order
+///   `find` and `tar` visit them, so their listings are answered from memory (like mesafs's child-listing
+///   prefetch). At most `walkBudget` entries per walk; each tree walked once. Walks go first.
+/// - **Blobs ahead** (`schedule`): when one file of a directory had to be loaded from the packs, the
+///   directory's other small blobs are loaded into the content cache, so a sequential reader (`tar`,
+///   `grep -r`) finds the next files loaded (EdenFS's readdir prefetch, but triggered by a read, so
+///   `find` never loads blobs).
 ///
-/// Bounded: one worker thread, at most 256 directories and `maxQueued` blobs queued (further ones are dropped), blobs
-/// larger than `maxBlobSize` skipped, each directory scheduled once (the set of scheduled trees is reset
-/// when it grows past 16k). Tracked: `shutdown()` drops the queue and joins the thread. Loads go through
-/// the same single-flight loader as readers, so a reader that wants a blob being speculated waits for
-/// that load instead of starting another. Thread-safe.
+/// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
+/// ones are dropped); blobs larger than `maxBlobSize` skipped; each directory scheduled once (the sets
+/// of scheduled trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
+/// joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a
+/// blob being speculated waits for that load instead of starting another. Thread-safe.
 final class Speculator: @unchecked Sendable {
     private let maxQueued: Int
     private let maxBlobSize: Int
@@ -22,11 +27,15 @@ final class Speculator: @unchecked Sendable {
     private var queue: [(view: RepoView, tree: ObjectID)] = []
     private var queuedBlobs = 0
     private var scheduledTrees = Set<ObjectID>()
+    private var walks: [(view: RepoView, tree: ObjectID)] = []
+    private var walkedTrees = Set<ObjectID>()
     private var stopping = false
     private var workers: WorkerThreads?
     let loads = Atomic<Int>(0)
     /// Directories waiting to be expanded; further ones are dropped.
     static let maxQueuedTrees = 256
+    /// Tree entries one walk visits at most.
+    static let walkBudget = 32_768
 
     init(maxQueued: Int = 4096, maxBlobSize: Int = 1 << 20) {
         self.maxQueued = maxQueued
@@ -45,11 +54,21 @@ final class Speculator: @unchecked Sendable {
         condition.signal()
     }
 
+    /// Schedules reading the listings below `tree` ahead (depth first, once per tree). Never blocks on I/O.
+    func scheduleWalk(_ view: RepoView, tree: ObjectID) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping, walks.count < 64, !walkedTrees.contains(tree) else { return }
+        walks.append((view, tree))
+        condition.signal()
+    }
+
     /// Drops what is queued and joins the worker. Idempotent.
     func shutdown() {
         condition.lock()
         stopping = true
         queue.removeAll()
+        walks.removeAll()
         condition.broadcast()
         let w = workers
         workers = nil
@@ -66,10 +85,16 @@ final class Speculator: @unchecked Sendable {
     private func work() {
         while true {
             condition.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
+            while queue.isEmpty && walks.isEmpty && !stopping { condition.wait() }
             if stopping {
                 condition.unlock()
                 return
+            }
+            if !walks.isEmpty {
+                let walk = walks.removeFirst()
+                condition.unlock()
+                readListingsAhead(walk.view, from: walk.tree)
+                continue
             }
             let job = queue.removeFirst()
             condition.unlock()
@@ -95,6 +120,32 @@ final class Speculator: @unchecked Sendable {
                 condition.lock()
                 queuedBlobs -= remaining
                 condition.unlock()
+            }
+        }
+    }
+
+    /// Parses the trees below `root` depth first (children in listing order) and reads their files'
+    /// sizes, skipping trees another walk took; stops after `walkBudget` entries or at shutdown.
+    private func readListingsAhead(_ view: RepoView, from root: ObjectID) {
+        var stack = [root]
+        var visited = 0
+        while let id = stack.popLast(), visited < Self.walkBudget {
+            condition.lock()
+            if walkedTrees.count > 65_536 { walkedTrees.removeAll(keepingCapacity: true) }
+            let fresh = !stopping && walkedTrees.insert(id).inserted
+            let stop = stopping
+            condition.unlock()
+            if stop { return }
+            guard fresh, let tree = try? view.tree(id) else { continue }
+            visited += tree.entries.count
+            for entry in tree.entries {
+                switch entry.kind {
+                case .file, .executable, .symlink: _ = try? view.blobSize(entry.oid)
+                default: break
+                }
+            }
+            for entry in tree.entries.reversed() where entry.kind == .directory {
+                stack.append(entry.oid)
             }
         }
     }
