@@ -51,4 +51,12 @@ static inline int gitfs_epoll_wait_tags(int epfd, uint64_t *tags, int max, int t
     for (int i = 0; i < n; i++) tags[i] = evs[i].data.u64;
     return n;
 }
+/* fuse_lowlevel_notify_store with one memory buffer (FUSE_BUFVEC_INIT is a macro): copies `size`
+   bytes into the kernel's page cache of inode `ino` at `offset`. Returns 0 or -errno. */
+static inline int gitfs_notify_store(struct fuse_session *se, fuse_ino_t ino, off_t offset,
+                                     const void *data, size_t size) {
+    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+    bv.buf[0].mem = (void *)data;
+    return fuse_lowlevel_notify_store(se, ino, offset, &bv, 0);
+}
 #endif

@@ -61,6 +61,10 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     let destroyed = Atomic<Bool>(false)
     let watchSignals = Atomic<Bool>(false)
     let pendingReadAhead = Atomic<Bool>(false)
+    /// True while content may be pushed into the kernel's page cache (storeInKernelCache); turned off
+    /// under the lock before the workers stop (see serve()).
+    let pushesAllowed = Mutex<Bool>(true)
+    let pushedBytes = Atomic<Int>(0)
 
     /// Creates the FUSE session and mounts it (ro, fsname, subtype gitfs, allow_other,
     /// default_permissions). Requests queue in the kernel until `serve()` runs.
@@ -132,6 +136,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     /// Request counters, each read atomically (the set is not one snapshot).
     public var counters: ServerCounters {
         ServerCounters(requests: requestCount.load(ordering: .relaxed),
+                       pushedBytes: pushedBytes.load(ordering: .relaxed),
                        reads: readCount.load(ordering: .relaxed),
                        bytesRead: bytesReadCount.load(ordering: .relaxed),
                        errors: errorCount.load(ordering: .relaxed),
@@ -170,6 +175,9 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
 
         supervise()
 
+        // No push may be in progress once the workers stop: a push waits for pages that a pending READ
+        // holds locked, and only a worker can answer that READ.
+        pushesAllowed.withLock { $0 = false }
         workersMustExit.store(true, ordering: .releasing)
         signalEventFD(wakeFD)
         for tid in threads {
@@ -263,6 +271,30 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
             }
             endSession()
             return
+        }
+    }
+
+    /// True when the kernel holds an inode for `node` now (it was looked up or listed and not forgotten).
+    public func holdsInode(of node: FS.Node) -> Bool {
+        table.existingIno(of: node) != nil
+    }
+
+    /// Copies `bytes` into the kernel's page cache of `node` at `offset` (`fuse_lowlevel_notify_store`),
+    /// so reads of that range are answered by the kernel without a request. Only for a node the kernel
+    /// holds now (false otherwise, and false once the mount is stopping). The bytes must be exactly the
+    /// node's content at that offset: the kernel serves them as the file. Thread-safe; pushes are
+    /// serialized with each other and with shutdown.
+    public func storeInKernelCache(_ node: FS.Node, offset: Int, bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let ino = table.existingIno(of: node), ino != InodeTable<FS.Node>.rootIno else { return false }
+        return pushesAllowed.withLock { allowed -> Bool in
+            guard allowed, !sessionEnded.load(ordering: .acquiring) else { return false }
+            let rc = gitfs_notify_store(session.pointer, ino, off_t(offset), bytes.baseAddress, bytes.count)
+            if rc != 0 {
+                if options.debug { logger.debug("notify_store ino=\(ino): \(Errno(-rc))") }
+                return false
+            }
+            pushedBytes.add(bytes.count, ordering: .relaxed)
+            return true
         }
     }
 

@@ -149,10 +149,12 @@ public struct FuseMountOptions: Sendable {
 /// Request counters of a mount, updated atomically on every request; read from any thread.
 /// `requests`: requests answered (FORGET, which gets no reply, included); `errors`: error replies other
 /// than plain "absent" answers (ENOENT from lookup, ENODATA from getxattr); `inflight`: being served now.
+/// `pushedBytes`: file content put into the kernel's page cache ahead of reads (storeInKernelCache).
 public struct ServerCounters: Sendable {
-    public var requests, reads, bytesRead, errors, inflight: Int
-    public init(requests: Int = 0, reads: Int = 0, bytesRead: Int = 0, errors: Int = 0, inflight: Int = 0) {
+    public var requests, reads, bytesRead, errors, inflight, pushedBytes: Int
+    public init(requests: Int = 0, pushedBytes: Int = 0, reads: Int = 0, bytesRead: Int = 0, errors: Int = 0, inflight: Int = 0) {
         self.requests = requests
+        self.pushedBytes = pushedBytes
         self.reads = reads
         self.bytesRead = bytesRead
         self.errors = errors

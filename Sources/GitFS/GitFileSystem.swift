@@ -6,6 +6,18 @@ import Logging
 import Resolver
 import Synchronization
 
+/// The kernel's page cache of a mount's files, as the filesystem may use it: whether the kernel holds
+/// a node's inode, and pushing a node's whole content into it (false when refused).
+public struct KernelCacheAccess: Sendable {
+    public let holds: @Sendable (GitFSNode) -> Bool
+    public let store: @Sendable (GitFSNode, UnsafeRawBufferPointer) -> Bool
+    public init(holds: @escaping @Sendable (GitFSNode) -> Bool,
+                store: @escaping @Sendable (GitFSNode, UnsafeRawBufferPointer) -> Bool) {
+        self.holds = holds
+        self.store = store
+    }
+}
+
 /// What an open file of the mount reads from.
 public enum GitFSHandle: Sendable {
     case blob(BlobContent)
@@ -29,6 +41,10 @@ public final class GitFileSystem: FuseFileSystem {
     /// cache, so each lookup of `stats` (entry lifetime 0) takes a fresh snapshot under a new node.
     private let statsSnapshots = Mutex<(next: UInt64, recent: [UInt64: [UInt8]])>((1, [:]))
 
+    /// The kernel's page cache, once the mount exists: sibling files of a file being read are pushed
+    /// into it ahead of the reader.
+    private let kernelCache = Mutex<KernelCacheAccess?>(nil)
+
     /// Lifetime in the kernel of immutable nodes (everything under commits/).
     static let immutableTTL: Double = 24 * 3600
     /// Lifetime of nodes that change when refs move or repositories come and go.
@@ -41,6 +57,11 @@ public final class GitFileSystem: FuseFileSystem {
 
     public func setStatsSource(_ source: @escaping @Sendable () -> [UInt8]) {
         statsSource.withLock { $0 = source }
+    }
+
+    /// Lets reads feed the kernel's page cache (see `KernelCacheAccess`).
+    public func setKernelCache(_ access: KernelCacheAccess) {
+        kernelCache.withLock { $0 = access }
     }
 
     public var rootNode: GitFSNode { .root }
@@ -273,7 +294,9 @@ public final class GitFileSystem: FuseFileSystem {
         case .stats(let snapshot):
             return .bytes(statsSnapshots.withLock { $0.recent[snapshot] } ?? [])
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid, directory: o.directory) })
+            // With the kernel cache fed (read(node:)), the siblings are loaded by that feed instead.
+            let siblings = kernelCache.withLock { $0 } == nil ? o.directory : nil
+            return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid, directory: siblings) })
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
         case .root, .control, .repository, .refDirectory, .commits:
@@ -308,7 +331,32 @@ public final class GitFileSystem: FuseFileSystem {
     public var servesWithoutOpen: Bool { true }
 
     public func read(node: GitFSNode, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
-        try read(try handle(for: node), offset: offset, into: buffer)
+        let n = try read(try handle(for: node), offset: offset, into: buffer)
+        if offset == 0, case .object(let o) = node, let directory = o.directory, let kernel = kernelCache.withLock({ $0 }) {
+            feedSiblings(of: o, in: directory, to: kernel)
+        }
+        return n
+    }
+
+    /// A read of `o` reached the server (the kernel had not cached it): the other small files of its
+    /// directory are pushed into the kernel's page cache in the background, where the kernel holds
+    /// their inodes (a listing made them), so a reader going through the directory (`tar`, `grep -r`)
+    /// finds them cached instead of sending a request per file. Each directory of a commit once.
+    private func feedSiblings(of o: ObjectNode, in directory: ObjectID, to kernel: KernelCacheAccess) {
+        let parentPath = o.path.lastIndex(of: 0x2F).map { Array(o.path[..<$0]) } ?? []
+        let repo = o.repo, commit = o.commit
+        let sibling: @Sendable (TreeEntry) -> GitFSNode = { e in
+            .object(ObjectNode(repo: repo, commit: commit, path: parentPath.isEmpty ? e.name : parentPath + [0x2F] + e.name,
+                               entry: e, directory: directory))
+        }
+        var hasher = Hasher()
+        hasher.combine(repo)
+        hasher.combine(commit)
+        parentPath.withUnsafeBytes { hasher.combine(bytes: $0) }
+        let feed = SiblingFeed(key: hasher.finalize(), after: o.entry.name,
+                               wants: { kernel.holds(sibling($0)) },
+                               deliver: { kernel.store(sibling($0), $1) })
+        o.repo.view.readingDirectory(directory, feed: feed)
     }
 
 

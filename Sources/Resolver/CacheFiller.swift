@@ -7,9 +7,10 @@ import Logging
 /// bytes at once, and a small fixed set of threads verifies, compresses and writes them afterwards.
 /// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
 ///
-/// Bounded: at most `maxPendingBytes` wait, or one blob of any size when nothing else does (it is in
-/// memory anyway, having just been inflated); a submit beyond that is refused and the caller stores
-/// synchronously. Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
+/// Bounded: at most `maxPendingBytes` of blobs wait, plus at most `maxLargePending` blobs larger than
+/// `largeBlob` (they are in memory anyway, having just been inflated; compressing a 100 MB blob on the
+/// reader's path instead took longer than inflating it); a submit beyond that is refused and the caller
+/// stores synchronously. The threads run at background priority. Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
 /// finish and drops the queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails (full disk, content that does not match its id) is logged; the bytes were
 /// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
 final class CacheFiller: @unchecked Sendable {
@@ -22,24 +23,37 @@ final class CacheFiller: @unchecked Sendable {
     private var queueHead = 0
     private var pending: [ObjectID: BlobBuffer] = [:]
     private var pendingBytes = 0
+    private var largePending = 0
     private var stopping = false
     private var workers: WorkerThreads?
 
-    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 64 << 20) {
+    private let largeBlob: Int
+    private let maxLargePending: Int
+
+    init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 64 << 20,
+         largeBlob: Int = 8 << 20, maxLargePending: Int = 3) {
         self.cache = cache
         self.logger = logger
         self.maxPendingBytes = maxPendingBytes
-        workers = WorkerThreads.start(count: threads) { [unowned self] _ in self.work() }
+        self.largeBlob = largeBlob
+        self.maxLargePending = maxLargePending
+        workers = WorkerThreads.start(count: threads, background: true) { [unowned self] _ in self.work() }
+        if workers?.count == 0 { stopping = true }   // no thread: every submit is refused (stored in place)
     }
 
     /// Queues `bytes` for publication under `key`; false when the queue is full or shutting down.
     func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping, pending[id] == nil, pending.count < 65_536,
-              pendingBytes == 0 || pendingBytes + bytes.count <= maxPendingBytes else { return false }
+        guard !stopping, pending[id] == nil, pending.count < 65_536 else { return false }
+        if bytes.count > largeBlob {
+            guard largePending < maxLargePending else { return false }
+            largePending += 1
+        } else {
+            guard pendingBytes + bytes.count <= maxPendingBytes else { return false }
+            pendingBytes += bytes.count
+        }
         pending[id] = bytes
-        pendingBytes += bytes.count
         queue.append((key, id))
         condition.signal()
         return true
@@ -60,6 +74,7 @@ final class CacheFiller: @unchecked Sendable {
         queueHead = 0
         pending.removeAll()
         pendingBytes = 0
+        largePending = 0
         condition.broadcast()
         let w = workers
         workers = nil
@@ -92,7 +107,9 @@ final class CacheFiller: @unchecked Sendable {
                 logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
             }
             condition.lock()
-            if let held = pending.removeValue(forKey: job.id) { pendingBytes -= held.count }
+            if let held = pending.removeValue(forKey: job.id) {
+                if held.count > largeBlob { largePending -= 1 } else { pendingBytes -= held.count }
+            }
             condition.unlock()
             _ = bytes
         }

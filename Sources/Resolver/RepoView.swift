@@ -86,6 +86,12 @@ public final class RepoView: Sendable {
         resolver.speculator?.scheduleWalk(self, tree: tree)
     }
 
+    /// Tells the view that a reader started on a file of the directory `tree`: its other small blobs are
+    /// loaded ahead in the background and, where `feed` wants them, delivered to it (mounts only).
+    public func readingDirectory(_ tree: ObjectID, feed: SiblingFeed) {
+        resolver.speculator?.schedule(self, tree: tree, feed: feed)
+    }
+
     /// A blob's size from its object header (never inflates), from the bounded cache.
     public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
         if let s = resolver.sizes.value(for: id) { return s }
@@ -116,23 +122,26 @@ public final class RepoView: Sendable {
     /// cache. Reads that come without a file handle (the mount's no-open mode) call this per request,
     /// so the opened table keeps them from reopening the cache entry each time.
     /// `directory`: the tree holding the file; on a miss its other small blobs are loaded speculatively.
-    public func openBlob(_ id: ObjectID, directory: ObjectID? = nil) throws(ResolverError) -> BlobContent {
+    /// `speculative`: opened ahead of any reader (the mount feeding the kernel's page cache): not
+    /// counted as a hit or miss, and a load from the packs counts in `speculative_loads`.
+    public func openBlob(_ id: ObjectID, directory: ObjectID? = nil, speculative: Bool = false) throws(ResolverError) -> BlobContent {
+        let counter = speculative ? nil : resolver
         if let open = resolver.opened.value(for: id) {
-            resolver.hits.add(1, ordering: .relaxed)
+            counter?.hits.add(1, ordering: .relaxed)
             return open
         }
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         let loaded: LoadedBlob
         if let entry = resolver.cache.lookup(key) {
-            resolver.hits.add(1, ordering: .relaxed)
+            counter?.hits.add(1, ordering: .relaxed)
             loaded = .cached(entry)
         } else if let waiting = resolver.filler?.pendingBytes(of: id) {
             // Loaded moments ago, on its way into the cache.
-            resolver.hits.add(1, ordering: .relaxed)
+            counter?.hits.add(1, ordering: .relaxed)
             loaded = .memory(waiting)
         } else {
-            resolver.misses.add(1, ordering: .relaxed)
-            loaded = try load(id, key: key, deferStore: true)
+            counter?.misses.add(1, ordering: .relaxed)
+            loaded = try load(id, key: key, deferStore: true, speculative: speculative)
             // After this blob's own load, so the speculator never takes the load this reader asked for.
             if let directory { resolver.speculator?.schedule(self, tree: directory) }
         }
@@ -142,7 +151,8 @@ public final class RepoView: Sendable {
     }
 
     /// Makes sure a blob is in the content cache; returns true when this call loaded it from the packs.
-    /// `speculative`: skip a blob that is already on its way into the cache.
+    /// `speculative` (the mount's speculator): skip a blob that is already on its way into the cache;
+    /// a load counts in `speculative_loads`.
     public func ensureCached(_ id: ObjectID, speculative: Bool = false) throws(ResolverError) -> Bool {
         let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         if resolver.cache.contains(key) { return false }
@@ -152,7 +162,7 @@ public final class RepoView: Sendable {
     }
 
     /// Loads a blob out of the packs through the single-flight loader.
-    /// `speculative` loads are counted by the speculator, not in `blobLoads` (loads for readers).
+    /// `speculative` loads count in `speculativeLoads`, not in `blobLoads` (loads readers asked for).
     func load(_ id: ObjectID, key: CacheKey, deferStore: Bool, speculative: Bool = false) throws(ResolverError) -> LoadedBlob {
         let resolver = self.resolver
         let outcome: (value: LoadedBlob, joined: Bool)
@@ -165,7 +175,11 @@ public final class RepoView: Sendable {
                     if !deferStore { try self.storeNow(key, waiting) }
                     return .memory(waiting)
                 }
-                if !speculative { resolver.blobLoads.add(1, ordering: .relaxed) }
+                if speculative {
+                    resolver.speculativeLoads.add(1, ordering: .relaxed)
+                } else {
+                    resolver.blobLoads.add(1, ordering: .relaxed)
+                }
                 return try self.loadFromPacks(id, key: key, deferStore: deferStore)
             }
         } catch let e as ResolverError {

@@ -10,8 +10,8 @@ public struct ResolverCounters: Sendable, Equatable {
     public var cacheMisses = 0
     public var blobLoads = 0
     public var singleflightJoins = 0
-    /// Blobs loaded from the packs ahead of any reader (siblings of a file that missed the cache); not
-    /// included in `blobLoads`, which counts the loads readers asked for.
+    /// Blobs loaded from the packs ahead of any reader (siblings of a file that missed the cache, content
+    /// fed to the kernel's page cache); not included in `blobLoads`, which counts the loads readers asked for.
     public var speculativeLoads = 0
 }
 
@@ -52,6 +52,8 @@ public final class Resolver: Sendable {
     let misses = Atomic<Int>(0)
     let blobLoads = Atomic<Int>(0)
     let joins = Atomic<Int>(0)
+    /// Blobs loaded from the packs ahead of any reader (speculator, kernel-cache feeding).
+    let speculativeLoads = Atomic<Int>(0)
 
     /// Blobs up to this size are handed to readers from memory right after a load; larger ones are read
     /// back from the content cache so that memory stays bounded.
@@ -109,7 +111,7 @@ public final class Resolver: Sendable {
     public var counters: ResolverCounters {
         ResolverCounters(cacheHits: hits.load(ordering: .relaxed), cacheMisses: misses.load(ordering: .relaxed),
                          blobLoads: blobLoads.load(ordering: .relaxed), singleflightJoins: joins.load(ordering: .relaxed),
-                         speculativeLoads: speculator?.loads.load(ordering: .relaxed) ?? 0)
+                         speculativeLoads: speculativeLoads.load(ordering: .relaxed))
     }
 
     /// The view of repository `name`, opened on first use. A view whose mirror was removed from disk is

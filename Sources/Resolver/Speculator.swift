@@ -14,7 +14,10 @@ import Synchronization
 ///   `grep -r`) finds the next files loaded (EdenFS's readdir prefetch, but triggered by a read, so
 ///   `find` never loads blobs).
 ///
-/// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
+/// With a `SiblingFeed` (the mount), the blobs go further, into the kernel's page cache: a sequential
+/// reader then reads the directory's other files without a FUSE request each.
+///
+/// Bounded: one worker thread, at background priority (it works ahead of readers, never for one); at most 64 walks, 256 directories and `maxQueued` blobs queued (further
 /// ones are dropped); blobs larger than `maxBlobSize` skipped; each directory scheduled once (the sets
 /// of scheduled trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
 /// joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a
@@ -24,14 +27,16 @@ final class Speculator: @unchecked Sendable {
     private let maxBlobSize: Int
     private let condition = NSCondition()
     // Guarded by `condition`.
-    private var queue: [(view: RepoView, tree: ObjectID)] = []
+    private var queue: [(view: RepoView, tree: ObjectID, feed: SiblingFeed?)] = []
     private var queuedBlobs = 0
     private var scheduledTrees = Set<ObjectID>()
+    private var scheduledFeeds = Set<Int>()
     private var walks: [(view: RepoView, tree: ObjectID)] = []
     private var walkedTrees = Set<ObjectID>()
     private var stopping = false
     private var workers: WorkerThreads?
-    let loads = Atomic<Int>(0)
+    /// The worker's buffer for delivering blobs to feeds (only the worker thread touches it).
+    private var feedBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// Directories waiting to be expanded; further ones are dropped.
     static let maxQueuedTrees = 256
     /// Tree entries one walk visits at most.
@@ -41,16 +46,24 @@ final class Speculator: @unchecked Sendable {
         self.maxQueued = maxQueued
         self.maxBlobSize = maxBlobSize
         workers = WorkerThreads.start(count: 1) { [unowned self] _ in self.work() }
+        if workers?.count == 0 { stopping = true }   // no thread: nothing is scheduled
     }
 
-    /// Schedules the small blobs of `tree` (once per tree). Never blocks on I/O.
-    func schedule(_ view: RepoView, tree: ObjectID) {
+    /// Schedules the small blobs of `tree`: once per tree, or with a `feed` once per feed key (the
+    /// blobs the feed wants are delivered to it, the others loaded into the content cache). Never
+    /// blocks on I/O.
+    func schedule(_ view: RepoView, tree: ObjectID, feed: SiblingFeed? = nil) {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping, queuedBlobs < maxQueued, queue.count < Self.maxQueuedTrees else { return }
-        if scheduledTrees.count > 16_384 { scheduledTrees.removeAll(keepingCapacity: true) }
-        guard scheduledTrees.insert(tree).inserted else { return }
-        queue.append((view, tree))
+        if let feed {
+            if scheduledFeeds.count > 16_384 { scheduledFeeds.removeAll(keepingCapacity: true) }
+            guard scheduledFeeds.insert(feed.key).inserted else { return }
+        } else {
+            if scheduledTrees.count > 16_384 { scheduledTrees.removeAll(keepingCapacity: true) }
+            guard scheduledTrees.insert(tree).inserted else { return }
+        }
+        queue.append((view, tree, feed))
         condition.signal()
     }
 
@@ -100,7 +113,10 @@ final class Speculator: @unchecked Sendable {
             condition.unlock()
 
             guard let tree = try? job.view.tree(job.tree) else { continue }
-            let files = tree.entries.filter { $0.kind == .file || $0.kind == .executable }
+            var files = tree.entries.filter { $0.kind == .file || $0.kind == .executable }
+            if let after = job.feed?.after, let i = files.firstIndex(where: { $0.name == after }) {
+                files.removeFirst(i + 1)   // a sequential reader is past these already
+            }
             condition.lock()
             queuedBlobs += files.count
             condition.unlock()
@@ -112,8 +128,10 @@ final class Speculator: @unchecked Sendable {
                 condition.unlock()
                 if isStopping { break }
                 guard let size = try? job.view.blobSize(entry.oid), size <= maxBlobSize else { continue }
-                if (try? job.view.ensureCached(entry.oid, speculative: true)) == true {
-                    loads.add(1, ordering: .relaxed)
+                if let feed = job.feed, size > 0, feed.wants(entry) {
+                    deliver(entry, size: size, of: job.view, to: feed)
+                } else {
+                    _ = try? job.view.ensureCached(entry.oid, speculative: true)
                 }
             }
             if remaining > 0 {
@@ -122,6 +140,18 @@ final class Speculator: @unchecked Sendable {
                 condition.unlock()
             }
         }
+    }
+
+    /// Opens a blob (content cache, else one load from the packs) and hands its bytes to the feed.
+    private func deliver(_ entry: TreeEntry, size: Int, of view: RepoView, to feed: SiblingFeed) {
+        guard let content = try? view.openBlob(entry.oid, speculative: true), content.size == size else { return }
+        if feedBuffer.count < size {
+            feedBuffer.deallocate()
+            feedBuffer = .allocate(byteCount: max(size, 64 << 10), alignment: 16)
+        }
+        let bytes = UnsafeMutableRawBufferPointer(rebasing: feedBuffer[0..<size])
+        guard let n = try? content.read(offset: 0, into: bytes), n == size else { return }
+        _ = feed.deliver(entry, UnsafeRawBufferPointer(bytes))
     }
 
     /// Parses the trees below `root` depth first (children in listing order) and reads their files'
@@ -150,5 +180,29 @@ final class Speculator: @unchecked Sendable {
         }
     }
 
-    deinit { shutdown() }
+    deinit {
+        shutdown()
+        feedBuffer.deallocate()
+    }
+}
+
+/// Where the speculator delivers the small blobs of one directory instead of only caching them: the
+/// mount's kernel page cache. Built by the caller, which knows the directory's identity.
+public struct SiblingFeed: Sendable {
+    /// Identifies the target (one directory of one commit); each key is fed once.
+    public let key: Int
+    /// The entry that triggered the feed: a sequential reader is past it, so feeding starts after it.
+    public let after: [UInt8]?
+    /// True when `entry` can be delivered (for the mount: the kernel holds its inode).
+    public let wants: @Sendable (TreeEntry) -> Bool
+    /// Takes the blob's whole content; false when it could not be delivered.
+    public let deliver: @Sendable (TreeEntry, UnsafeRawBufferPointer) -> Bool
+
+    public init(key: Int, after: [UInt8]?, wants: @escaping @Sendable (TreeEntry) -> Bool,
+                deliver: @escaping @Sendable (TreeEntry, UnsafeRawBufferPointer) -> Bool) {
+        self.key = key
+        self.after = after
+        self.wants = wants
+        self.deliver = deliver
+    }
 }

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension MountTests {
+    /// The mount works ahead of readers: listings read ahead, and sibling files pushed into the
+    /// kernel's page cache once a reader starts on a directory.
+    @Suite struct KernelCache {
+
+        /// 60 small files with distinct contents in `dir/`, one in `other/`, one large file in `dir/`.
+        static func repository(at path: String) throws -> (names: [String], contents: [String: [UInt8]]) {
+            var files: [(String, [UInt8])] = []
+            var contents: [String: [UInt8]] = [:]
+            var names: [String] = []
+            for i in 0..<60 {
+                let name = String(format: "f%02d.txt", i)
+                let bytes = pseudoRandomBytes(count: 1_000 + i * 397, seed: UInt64(1_000 + i))
+                files.append(("dir/" + name, bytes))
+                contents[name] = bytes
+                names.append(name)
+            }
+            files.append(("dir/large.bin", pseudoRandomBytes(count: 3 << 20, seed: 77)))
+            files.append(("other/g.txt", Array("other\n".utf8)))
+            try fastImportRepo(at: path, commits: [files])
+            return (names, contents)
+        }
+
+        @Test func readingOneFileFeedsItsSiblingsIntoTheKernelCache() throws {
+            let work = try TempDir("kc")
+            let src = work.sub("src")
+            let (names, contents) = try Self.repository(at: src)
+            let id = try revParse(src, "main")
+            let m = try MountedHome("kc")
+            defer { m.unmount() }
+            try m.clone(src, as: "kc")
+            try m.mount(watchdogSeconds: 120)
+            let dir = m.path("kc/commits/\(id)/dir")
+            // A listing makes the kernel hold the files' inodes (READDIRPLUS); nothing is read yet.
+            #expect(try listDirectory(dir).count == 61)
+            let before = try m.stats()
+            #expect(before["pushed_bytes"] == 0)
+
+            // Reading the first file reaches the server and starts the feed of the 59 others.
+            #expect(compareFile(dir + "/" + names[0], with: contents[names[0]]!) == nil)
+            let expected = names.dropFirst().reduce(0) { $0 + contents[$1]!.count }
+            let fed = waitFor(seconds: 20) { ((try? m.stats())?["pushed_bytes"] ?? 0) >= expected }
+            let after = try m.stats()
+            #expect(fed, "pushed_bytes \(after["pushed_bytes"] ?? -1), expected at least \(expected)")
+            // The large file (over 1 MiB) is left to the kernel's own read-ahead.
+            #expect(after["pushed_bytes"]! < expected + (1 << 20))
+
+            // The siblings are read from the kernel's page cache: every byte right, no read request.
+            for name in names.dropFirst() {
+                #expect(compareFile(dir + "/" + name, with: contents[name]!) == nil, "\(name)")
+            }
+            let end = try m.stats()
+            // The one read request in between is the read of the `after` snapshot of .gitfs/stats itself.
+            #expect(end["reads"]! - after["reads"]! == 1, "reads \(after["reads"]!) -> \(end["reads"]!): siblings were not cached")
+            #expect(end["errors"] == 0)
+            #expect(!m.watchdogHasFired)
+        }
+
+        @Test func filesTheKernelHasNotListedAreNotFedButStillCached() throws {
+            let work = try TempDir("kc2")
+            let src = work.sub("src")
+            let (names, contents) = try Self.repository(at: src)
+            let id = try revParse(src, "main")
+            let m = try MountedHome("kc2")
+            defer { m.unmount() }
+            try m.clone(src, as: "kc2")
+            try m.mount(watchdogSeconds: 120)
+            // No listing: the kernel holds only the inode of the file looked up.
+            let dir = m.path("kc2/commits/\(id)/dir")
+            #expect(compareFile(dir + "/" + names[0], with: contents[names[0]]!) == nil)
+            // Its siblings are loaded into the content cache ahead (speculative loads), not pushed.
+            #expect(waitFor(seconds: 20) { ((try? m.stats())?["speculative_loads"] ?? 0) >= 59 })
+            let s = try m.stats()
+            #expect(s["pushed_bytes"] == 0)
+            #expect(s["blob_loads"] == 1)
+            for name in names.dropFirst(30) {
+                #expect(compareFile(dir + "/" + name, with: contents[name]!) == nil, "\(name)")
+            }
+            #expect(try m.stats()["blob_loads"] == 1, "the siblings were not cached ahead")
+        }
+    }
+}
