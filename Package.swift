@@ -23,14 +23,16 @@ let package = Package(
         // OpenSSL's libcrypto, for SHA-1 only: verifying blob contents before they enter the cache.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
+        .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
         .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.
-        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
-        .target(name: "FuseServer", dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "FuseServer", dependencies: ["CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
         .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // CLI: argument parsing only; calls the libraries.

@@ -4,6 +4,7 @@ import Glibc
 import CFuse
 import Logging
 import Synchronization
+import Threads
 
 /// The session pointer (struct fuse_session *). libfuse's receive/process functions are safe to call
 /// from many threads at once; creation and destruction happen on one thread, bracketed by serve().
@@ -153,25 +154,11 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     public func serve() {
         guard !serveStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
         box.table = makeRequestTable()
-        var threads: [pthread_t] = []
-        for index in 0..<max(1, options.threads) {
-            let start = ThreadStart { [self] in self.workerLoop(index: index) }
-            var tid = pthread_t()
-            let context = Unmanaged.passRetained(start).toOpaque()
-            let rc = pthread_create(&tid, nil, { raw in
-                let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
-                start.body()
-                return nil
-            }, context)
-            if rc == 0 {
-                threads.append(tid)
-            } else {
-                Unmanaged<ThreadStart>.fromOpaque(context).release()
-                logger.error("cannot start FUSE worker thread \(index): \(Errno(rc))")
-            }
-        }
-        if threads.isEmpty { sessionEnded.store(true, ordering: .releasing) }
-        logger.debug("serving with \(threads.count) workers")
+        let wanted = max(1, options.threads)
+        let workers = WorkerThreads.start(count: wanted) { [self] index in self.workerLoop(index: index) }
+        if workers.count < wanted { logger.error("started only \(workers.count) of \(wanted) FUSE worker threads") }
+        if workers.count == 0 { sessionEnded.store(true, ordering: .releasing) }
+        logger.debug("serving with \(workers.count) workers")
 
         supervise()
 
@@ -180,9 +167,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
         pushesAllowed.withLock { $0 = false }
         workersMustExit.store(true, ordering: .releasing)
         signalEventFD(wakeFD)
-        for tid in threads {
-            pthread_join(tid, nil)
-        }
+        workers.join()
         if !destroyed.exchange(true, ordering: .acquiringAndReleasing) {
             unmountIfStillOurs()
             fuse_session_destroy(session.pointer)
@@ -353,12 +338,6 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
         let written = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         if written != text.count { logger.debug("cannot set \(path): \(Errno(errno))") }
     }
-}
-
-/// The body of a worker thread, passed through pthread_create's context pointer.
-final class ThreadStart: @unchecked Sendable {
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
 }
 
 /// Per-worker scratch memory (read/readdir reply buffer, readdirplus bookkeeping). Reached through a

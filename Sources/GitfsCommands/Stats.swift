@@ -15,7 +15,7 @@ struct Stats: ParsableCommand {
 
     func run() throws {
         var fields: [String: Any] = [:]
-        let target: String? = try mountpoint.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? {
+        let target: String? = mountpoint.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? {
             let mounts = GitFSMounts.all()
             return mounts.count == 1 ? mounts[0].mountpoint : nil
         }()

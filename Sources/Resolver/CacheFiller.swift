@@ -2,14 +2,15 @@ import ContentCache
 import Foundation
 import GitStore
 import Logging
+import Threads
 
 /// Publishes freshly loaded blobs to the content cache off the read path: a reader gets the inflated
 /// bytes at once, and a small fixed set of threads verifies, compresses and writes them afterwards.
 /// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
 ///
-/// Bounded: at most `maxPendingBytes` of blobs wait, plus at most `maxLargePending` blobs larger than
-/// `largeBlob` (they are in memory anyway, having just been inflated; compressing a 100 MB blob on the
-/// reader's path instead took longer than inflating it); a submit beyond that is refused and the caller
+/// Bounded: at most `maxPendingBytes` of blobs wait, plus blobs larger than `largeBlob` up to
+/// `maxLargeBytes` in all, or one of any size (they are in memory anyway, having just been inflated;
+/// compressing a 100 MB blob on the reader's path instead took longer than inflating it); a submit beyond that is refused and the caller
 /// stores synchronously. The threads run at background priority. Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
 /// finish and drops the queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails (full disk, content that does not match its id) is logged; the bytes were
 /// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
@@ -23,20 +24,20 @@ final class CacheFiller: @unchecked Sendable {
     private var queueHead = 0
     private var pending: [ObjectID: BlobBuffer] = [:]
     private var pendingBytes = 0
-    private var largePending = 0
+    private var largePendingBytes = 0
     private var stopping = false
     private var workers: WorkerThreads?
 
     private let largeBlob: Int
-    private let maxLargePending: Int
+    private let maxLargeBytes: Int
 
     init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 64 << 20,
-         largeBlob: Int = 8 << 20, maxLargePending: Int = 3) {
+         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 256 << 20) {
         self.cache = cache
         self.logger = logger
         self.maxPendingBytes = maxPendingBytes
         self.largeBlob = largeBlob
-        self.maxLargePending = maxLargePending
+        self.maxLargeBytes = maxLargeBytes
         workers = WorkerThreads.start(count: threads, background: true) { [unowned self] _ in self.work() }
         if workers?.count == 0 { stopping = true }   // no thread: every submit is refused (stored in place)
     }
@@ -47,8 +48,8 @@ final class CacheFiller: @unchecked Sendable {
         defer { condition.unlock() }
         guard !stopping, pending[id] == nil, pending.count < 65_536 else { return false }
         if bytes.count > largeBlob {
-            guard largePending < maxLargePending else { return false }
-            largePending += 1
+            guard largePendingBytes == 0 || largePendingBytes + bytes.count <= maxLargeBytes else { return false }
+            largePendingBytes += bytes.count
         } else {
             guard pendingBytes + bytes.count <= maxPendingBytes else { return false }
             pendingBytes += bytes.count
@@ -74,7 +75,7 @@ final class CacheFiller: @unchecked Sendable {
         queueHead = 0
         pending.removeAll()
         pendingBytes = 0
-        largePending = 0
+        largePendingBytes = 0
         condition.broadcast()
         let w = workers
         workers = nil
@@ -108,7 +109,7 @@ final class CacheFiller: @unchecked Sendable {
             }
             condition.lock()
             if let held = pending.removeValue(forKey: job.id) {
-                if held.count > largeBlob { largePending -= 1 } else { pendingBytes -= held.count }
+                if held.count > largeBlob { largePendingBytes -= held.count } else { pendingBytes -= held.count }
             }
             condition.unlock()
             _ = bytes

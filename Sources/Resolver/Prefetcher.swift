@@ -5,6 +5,7 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import Threads
 #endif
 
 /// A stop request shared by a prefetch and whoever wants to stop it (a SIGINT handler, a test).

@@ -3,21 +3,20 @@ import Foundation
 import GitStore
 import Logging
 import Synchronization
+import Threads
 
 /// Speculative, bounded background work on one thread, ahead of the readers:
 /// - **Listings ahead** (`scheduleWalk`): when a directory is listed, its subtrees are parsed and the
 ///   sizes of their files read from the object headers (never inflated), depth first in the order
 ///   `find` and `tar` visit them, so their listings are answered from memory (like mesafs's child-listing
 ///   prefetch). At most `walkBudget` entries per walk; each tree walked once. Walks go first.
-/// - **Blobs ahead** (`schedule`): when one file of a directory had to be loaded from the packs, the
-///   directory's other small blobs are loaded into the content cache, so a sequential reader (`tar`,
-///   `grep -r`) finds the next files loaded (EdenFS's readdir prefetch, but triggered by a read, so
-///   `find` never loads blobs).
+/// - **Blobs ahead** (`schedule`): when a reader starts on a file of a directory, the directory's other
+///   small blobs are loaded into the content cache, so a sequential reader (`tar`, `grep -r`) finds the
+///   next files loaded (EdenFS's readdir prefetch, but triggered by a read, so `find` never loads
+///   blobs). With a `SiblingFeed` (the mount) they go further, into the kernel's page cache: the
+///   reader then reads the directory's other files without a FUSE request each.
 ///
-/// With a `SiblingFeed` (the mount), the blobs go further, into the kernel's page cache: a sequential
-/// reader then reads the directory's other files without a FUSE request each.
-///
-/// Bounded: one worker thread, at background priority (it works ahead of readers, never for one); at most 64 walks, 256 directories and `maxQueued` blobs queued (further
+/// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
 /// ones are dropped); blobs larger than `maxBlobSize` skipped; each directory scheduled once (the sets
 /// of scheduled trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
 /// joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a

@@ -10,41 +10,58 @@ extension MountTests {
     /// kernel's page cache once a reader starts on a directory.
     @Suite struct KernelCache {
 
-        /// 60 small files with distinct contents in `dir/`, one in `other/`, one large file in `dir/`.
-        static func repository(at path: String) throws -> (names: [String], contents: [String: [UInt8]]) {
-            var files: [(String, [UInt8])] = []
-            var contents: [String: [UInt8]] = [:]
+        /// A mounted home with one repository `kc`: 60 small files with distinct contents in `dir/`, one
+        /// large file in `dir/`, one file in `other/`. `dir` is the path of `dir/` in the mount.
+        struct Fixture {
+            let work: TempDir
+            let m: MountedHome
+            let dir: String
             var names: [String] = []
-            for i in 0..<60 {
-                let name = String(format: "f%02d.txt", i)
-                let bytes = pseudoRandomBytes(count: 1_000 + i * 397, seed: UInt64(1_000 + i))
-                files.append(("dir/" + name, bytes))
-                contents[name] = bytes
-                names.append(name)
+            var contents: [String: [UInt8]] = [:]
+
+            init(_ label: String) throws {
+                work = try TempDir(label)
+                let src = work.sub("src")
+                var files: [(String, [UInt8])] = []
+                for i in 0..<60 {
+                    let name = String(format: "f%02d.txt", i)
+                    let bytes = pseudoRandomBytes(count: 1_000 + i * 397, seed: UInt64(1_000 + i))
+                    files.append(("dir/" + name, bytes))
+                    contents[name] = bytes
+                    names.append(name)
+                }
+                files.append(("dir/large.bin", pseudoRandomBytes(count: 3 << 20, seed: 77)))
+                files.append(("other/g.txt", Array("other\n".utf8)))
+                try fastImportRepo(at: src, commits: [files])
+                let id = try revParse(src, "main")
+                m = try MountedHome(label)
+                do {
+                    try m.clone(src, as: "kc")
+                    try m.mount(watchdogSeconds: 120)
+                } catch {
+                    m.unmount()
+                    throw error
+                }
+                dir = m.path("kc/commits/\(id)/dir")
             }
-            files.append(("dir/large.bin", pseudoRandomBytes(count: 3 << 20, seed: 77)))
-            files.append(("other/g.txt", Array("other\n".utf8)))
-            try fastImportRepo(at: path, commits: [files])
-            return (names, contents)
+
+            /// Reads `name` through the mount; nil when every byte is what git has.
+            func mismatch(_ name: String) -> String? {
+                compareFile(dir + "/" + name, with: contents[name]!)
+            }
         }
 
         @Test func readingOneFileFeedsItsSiblingsIntoTheKernelCache() throws {
-            let work = try TempDir("kc")
-            let src = work.sub("src")
-            let (names, contents) = try Self.repository(at: src)
-            let id = try revParse(src, "main")
-            let m = try MountedHome("kc")
+            let f = try Fixture("kc")
+            let m = f.m, names = f.names, contents = f.contents
             defer { m.unmount() }
-            try m.clone(src, as: "kc")
-            try m.mount(watchdogSeconds: 120)
-            let dir = m.path("kc/commits/\(id)/dir")
             // A listing makes the kernel hold the files' inodes (READDIRPLUS); nothing is read yet.
-            #expect(try listDirectory(dir).count == 61)
+            #expect(try listDirectory(f.dir).count == 61)
             let before = try m.stats()
             #expect(before["pushed_bytes"] == 0)
 
             // Reading the first file reaches the server and starts the feed of the 59 others.
-            #expect(compareFile(dir + "/" + names[0], with: contents[names[0]]!) == nil)
+            #expect(f.mismatch(names[0]) == nil)
             let expected = names.dropFirst().reduce(0) { $0 + contents[$1]!.count }
             let fed = waitFor(seconds: 20) { ((try? m.stats())?["pushed_bytes"] ?? 0) >= expected }
             let after = try m.stats()
@@ -54,7 +71,7 @@ extension MountTests {
 
             // The siblings are read from the kernel's page cache: every byte right, no read request.
             for name in names.dropFirst() {
-                #expect(compareFile(dir + "/" + name, with: contents[name]!) == nil, "\(name)")
+                #expect(f.mismatch(name) == nil, "\(name)")
             }
             let end = try m.stats()
             // The one read request in between is the read of the `after` snapshot of .gitfs/stats itself.
@@ -64,24 +81,18 @@ extension MountTests {
         }
 
         @Test func filesTheKernelHasNotListedAreNotFedButStillCached() throws {
-            let work = try TempDir("kc2")
-            let src = work.sub("src")
-            let (names, contents) = try Self.repository(at: src)
-            let id = try revParse(src, "main")
-            let m = try MountedHome("kc2")
+            let f = try Fixture("kc2")
+            let m = f.m, names = f.names
             defer { m.unmount() }
-            try m.clone(src, as: "kc2")
-            try m.mount(watchdogSeconds: 120)
             // No listing: the kernel holds only the inode of the file looked up.
-            let dir = m.path("kc2/commits/\(id)/dir")
-            #expect(compareFile(dir + "/" + names[0], with: contents[names[0]]!) == nil)
+            #expect(f.mismatch(names[0]) == nil)
             // Its siblings are loaded into the content cache ahead (speculative loads), not pushed.
             #expect(waitFor(seconds: 20) { ((try? m.stats())?["speculative_loads"] ?? 0) >= 59 })
             let s = try m.stats()
             #expect(s["pushed_bytes"] == 0)
             #expect(s["blob_loads"] == 1)
             for name in names.dropFirst(30) {
-                #expect(compareFile(dir + "/" + name, with: contents[name]!) == nil, "\(name)")
+                #expect(f.mismatch(name) == nil, "\(name)")
             }
             #expect(try m.stats()["blob_loads"] == 1, "the siblings were not cached ahead")
         }

@@ -1,4 +1,6 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A fixed number of POSIX threads (`pthread_create`) running one body each, joined by `join()`
 /// (`pthread_join`): bounded and tracked — no work outlives the owner that joins them.
