@@ -32,7 +32,7 @@ final class CacheFiller: @unchecked Sendable {
     private let maxLargeBytes: Int
 
     init(cache: ContentCache, logger: Logger, threads: Int = 2, maxPendingBytes: Int = 64 << 20,
-         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 256 << 20) {
+         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 512 << 20) {
         self.cache = cache
         self.logger = logger
         self.maxPendingBytes = maxPendingBytes

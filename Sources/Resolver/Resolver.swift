@@ -92,13 +92,19 @@ public final class Resolver: Sendable {
         return cache
     }
 
-    /// Does the one-time work of the first request ahead of it: libgit2's initialisation (with mbedTLS it
-    /// parses the system's CA bundle, ~10 ms), OpenSSL's SHA-1 set-up, and opening the views of up to
-    /// `maxRepositories` repositories. Errors are left for the requests that meet them.
+    /// Does the one-time work of the first requests ahead of them: libgit2's initialisation (with
+    /// mbedTLS it parses the system's CA bundle, ~10 ms), OpenSSL's SHA-1 set-up, opening the views of
+    /// up to `maxRepositories` repositories and (mounts) reading the listings of their default branches
+    /// ahead in the background, as a listing would (bounded, see Speculator). Errors are left for the
+    /// requests that meet them.
     public func warmUp(maxRepositories: Int = 16) {
         _ = GitHash.blobID(of: UnsafeRawBufferPointer(start: nil, count: 0))
         for name in store.names().prefix(maxRepositories) {
-            _ = try? repository(named: name)
+            guard let view = try? repository(named: name), speculator != nil,
+                  let branch = try? view.refs().defaultBranch,
+                  let commit = try? view.resolve("refs/heads/" + branch),
+                  let root = try? view.commit(commit).tree else { continue }
+            view.listing(root)
         }
     }
 
