@@ -26,6 +26,8 @@ struct Location: Sendable {
     let segment: SegmentFile
     let offset: Int
     let length: Int
+    /// The entry's content size (from its header), so sizes are known without reading the record.
+    let contentSize: Int
 }
 
 /// One shard of the in-memory index and of the last-use set. Each map has its own lock.
@@ -208,6 +210,13 @@ public final class ContentCache: Sendable {
         return shard(key).index.withLock { $0[key] != nil }
     }
 
+    /// The content size of a small entry from the in-memory index (no I/O); nil when the entry is not
+    /// indexed (absent, or a large entry, whose size is in its file's header).
+    public func indexedSize(_ key: CacheKey) -> Int? {
+        ensureLoaded()
+        return shard(key).index.withLock { $0[key]?.contentSize }
+    }
+
     func containsCheap(_ key: CacheKey) -> Bool {
         if shard(key).index.withLock({ $0[key] != nil }) { return true }
         return Glibc.access(objectPath(key), F_OK) == 0
@@ -298,7 +307,7 @@ public final class ContentCache: Sendable {
             if content.count <= 1 << chunkLog2 {
                 let record = try encodeSmall(key, content)
                 if record.count <= Self.smallRecordLimit {
-                    try appendRecord(key, record)
+                    try appendRecord(key, record, contentSize: content.count)
                 } else {
                     try writeFile(key, content, prebuilt: record)
                 }
@@ -394,7 +403,7 @@ public final class ContentCache: Sendable {
 
     /// Appends one record to this process's segment (one pwrite; on failure the segment is truncated
     /// back, so no partial record stays) and indexes it.
-    private func appendRecord(_ key: CacheKey, _ record: [UInt8]) throws(CacheError) {
+    private func appendRecord(_ key: CacheKey, _ record: [UInt8], contentSize: Int) throws(CacheError) {
         let loc = try writer.withLock { (w) throws(CacheError) -> Location in
             if w.segment == nil || w.end + record.count > Self.maxSegmentSize {
                 if let old = w.segment { _ = SystemIO.lock(old.fd, LOCK_UN) }
@@ -409,7 +418,7 @@ public final class ContentCache: Sendable {
                 SystemIO.ftruncate(seg.fd, w.end)
                 throw Self.failure(e, "cannot append cache record \(key)")
             }
-            let loc = Location(segment: seg, offset: w.end, length: record.count)
+            let loc = Location(segment: seg, offset: w.end, length: record.count, contentSize: contentSize)
             w.end += record.count
             let end = w.end
             seg.scanned.withLock { $0 = max($0, end) }
@@ -495,7 +504,7 @@ public final class ContentCache: Sendable {
             let size = Int(st.st_size)
             if scanned >= size { return }
             let result = Self.scanRecords(fd: seg.fd, from: scanned, size: size) { h, off in
-                let loc = Location(segment: seg, offset: off, length: h.recordSize)
+                let loc = Location(segment: seg, offset: off, length: h.recordSize, contentSize: h.contentSize)
                 shard(h.key).index.withLock { idx in if idx[h.key] == nil { idx[h.key] = loc } }
             }
             scanned = result.end

@@ -92,11 +92,16 @@ public final class RepoView: Sendable {
         resolver.speculator?.schedule(self, tree: tree, feed: feed)
     }
 
-    /// A blob's size from its object header (never inflates), from the bounded cache.
+    /// A blob's size: from the bounded cache, else from the content cache's index (no I/O), else from
+    /// its object header in the packs (never inflates).
     public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
         if let s = resolver.sizes.value(for: id) { return s }
         let size: Int
-        do { size = try repository.header(id).size } catch { throw .git(error) }
+        if let indexed = resolver.cache.indexedSize(id.withUnsafeBytes { CacheKey(raw: $0) }) {
+            size = indexed
+        } else {
+            do { size = try repository.header(id).size } catch { throw .git(error) }
+        }
         resolver.sizes.set(size, for: id, bytes: 48)
         return size
     }

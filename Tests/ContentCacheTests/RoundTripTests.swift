@@ -44,6 +44,20 @@ let chunk = 1 << ContentCache.defaultChunkLog2
         }
     }
 
+    @Test func indexedSizesOfSmallEntriesNeedNoRead() throws {
+        let t = TempDir()
+        let c = try openCache(t.path)
+        let small = makeContent(10_000, seed: 11)
+        let large = makeContent(3 * chunk, seed: 12, random: true)
+        let ks = try store(c, small), kl = try store(c, large)
+        #expect(c.indexedSize(ks) == small.count)
+        #expect(c.indexedSize(kl) == nil)   // a large entry: its size is in its own file's header
+        #expect(c.indexedSize(gitKey(makeContent(5, seed: 13))) == nil)
+        // Another instance learns the size from scanning the segment.
+        let c2 = try openCache(t.path)
+        #expect(c2.indexedSize(ks) == small.count)
+    }
+
     @Test func wrongContentIsRefusedAndNothingStored() throws {
         let t = TempDir()
         let c = try openCache(t.path)
