@@ -17,7 +17,8 @@ import Threads
 ///   reader then reads the directory's other files without a FUSE request each.
 ///
 /// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
-/// ones are dropped); blobs larger than `maxBlobSize` skipped; each directory scheduled once (the sets
+/// ones are dropped); blobs larger than `maxBlobSize` skipped, at most 2048 files and 64 MiB per
+/// directory; each directory scheduled once (the sets
 /// of scheduled trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
 /// joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a
 /// blob being speculated waits for that load instead of starting another. Thread-safe.
@@ -38,6 +39,9 @@ final class Speculator: @unchecked Sendable {
     private var feedBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// Directories waiting to be expanded; further ones are dropped.
     static let maxQueuedTrees = 256
+    /// One directory's blobs loaded ahead at most: this many files, this many bytes.
+    static let maxFilesPerDirectory = 2048
+    static let maxBytesPerDirectory = 64 << 20
     /// Tree entries one walk visits at most.
     static let walkBudget = 32_768
 
@@ -116,6 +120,8 @@ final class Speculator: @unchecked Sendable {
             if let after = job.feed?.after, let i = files.firstIndex(where: { $0.name == after }) {
                 files.removeFirst(i + 1)   // a sequential reader is past these already
             }
+            if files.count > Self.maxFilesPerDirectory { files.removeLast(files.count - Self.maxFilesPerDirectory) }
+            var bytesLeft = Self.maxBytesPerDirectory
             condition.lock()
             queuedBlobs += files.count
             condition.unlock()
@@ -127,6 +133,8 @@ final class Speculator: @unchecked Sendable {
                 condition.unlock()
                 if isStopping { break }
                 guard let size = try? job.view.blobSize(entry.oid), size <= maxBlobSize else { continue }
+                bytesLeft -= size
+                if bytesLeft < 0 { break }
                 if let feed = job.feed, size > 0, feed.wants(entry) {
                     deliver(entry, size: size, of: job.view, to: feed)
                 } else {
