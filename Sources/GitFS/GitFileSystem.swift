@@ -18,6 +18,21 @@ public struct KernelCacheAccess: Sendable {
     }
 }
 
+/// A value set once while the mount is being built, before it serves, and only read afterwards: the
+/// worker threads start after the write, which orders it before every read, so reads take no lock
+/// (the read path has no global lock). Setting it while requests are served is a programming error.
+final class SetBeforeServing<Value: Sendable>: @unchecked Sendable {
+    private var stored: Value?
+    private let sealed = Atomic<Bool>(false)
+
+    var value: Value? { stored }
+
+    func set(_ value: Value) {
+        precondition(!sealed.exchange(true, ordering: .acquiringAndReleasing), "set twice")
+        stored = value
+    }
+}
+
 /// What an open file of the mount reads from.
 public enum GitFSHandle: Sendable {
     case blob(BlobContent)
@@ -43,7 +58,8 @@ public final class GitFileSystem: FuseFileSystem {
 
     /// The kernel's page cache, once the mount exists: sibling files of a file being read are pushed
     /// into it ahead of the reader.
-    private let kernelCache = Mutex<KernelCacheAccess?>(nil)
+    private let kernelCacheSlot = SetBeforeServing<KernelCacheAccess>()
+    private var kernelCache: KernelCacheAccess? { kernelCacheSlot.value }
 
     /// Lifetime in the kernel of immutable nodes (everything under commits/).
     static let immutableTTL: Double = 24 * 3600
@@ -59,9 +75,9 @@ public final class GitFileSystem: FuseFileSystem {
         statsSource.withLock { $0 = source }
     }
 
-    /// Lets reads feed the kernel's page cache (see `KernelCacheAccess`).
+    /// Lets reads feed the kernel's page cache (see `KernelCacheAccess`). Call before the mount serves.
     public func setKernelCache(_ access: KernelCacheAccess) {
-        kernelCache.withLock { $0 = access }
+        kernelCacheSlot.set(access)
     }
 
     public var rootNode: GitFSNode { .root }
@@ -295,7 +311,7 @@ public final class GitFileSystem: FuseFileSystem {
             return .bytes(statsSnapshots.withLock { $0.recent[snapshot] } ?? [])
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
             // With the kernel cache fed (read(node:)), the siblings are loaded by that feed instead.
-            let siblings = kernelCache.withLock { $0 } == nil ? o.directory : nil
+            let siblings = kernelCache == nil ? o.directory : nil
             return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid, directory: siblings) })
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
@@ -332,7 +348,7 @@ public final class GitFileSystem: FuseFileSystem {
 
     public func read(node: GitFSNode, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let n = try read(try handle(for: node), offset: offset, into: buffer)
-        if offset == 0, case .object(let o) = node, let directory = o.directory, let kernel = kernelCache.withLock({ $0 }) {
+        if offset == 0, case .object(let o) = node, let directory = o.directory, let kernel = kernelCache {
             feedSiblings(of: o, in: directory, to: kernel)
         }
         return n
