@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CZstd
 import Synchronization
 
@@ -78,24 +81,41 @@ final class Decompressor: @unchecked Sendable {
     }
 }
 
-/// Bounded pools of zstd contexts. Thread-safe (a `Mutex` around each free list); at most `keep`
-/// idle contexts of each kind are retained, so memory stays bounded.
+/// Bounded pools of zstd contexts. Decompressors (the read path) are sharded by thread, so reads on
+/// different threads take different locks (no global lock on the read path); compressors (the fill
+/// path, a few threads) share one list. Thread-safe (a `Mutex` around each free list); at most `keep`
+/// idle decompressors are retained per shard and `keepCompressors` compressors, so memory stays bounded.
 final class ZstdPool: Sendable {
+    private final class Shard: Sendable {
+        let decompressors = Mutex<[Decompressor]>([])
+    }
     private let compressors = Mutex<[Compressor]>([])
-    private let decompressors = Mutex<[Decompressor]>([])
+    private let shards: [Shard]
     private let keep: Int
+    private let keepCompressors: Int
 
-    init(keep: Int = 16) { self.keep = keep }
+    init(keep: Int = 4, keepCompressors: Int = 16, shardCount: Int = 8) {
+        self.keep = keep
+        self.keepCompressors = keepCompressors
+        self.shards = (0..<shardCount).map { _ in Shard() }
+    }
+
+    /// The calling thread's shard (`pthread_self`, the thread's control block address, mixed).
+    private var shard: Shard {
+        let t = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        return shards[Int((t >> 12 ^ t >> 20) % UInt(shards.count))]
+    }
 
     func withCompressor<R>(_ body: (Compressor) throws(CacheError) -> R) throws(CacheError) -> R {
         let c = compressors.withLock { $0.popLast() } ?? Compressor()
-        defer { compressors.withLock { if $0.count < keep { $0.append(c) } } }
+        defer { compressors.withLock { if $0.count < keepCompressors { $0.append(c) } } }
         return try body(c)
     }
 
     func withDecompressor<R>(_ body: (Decompressor) throws(CacheError) -> R) throws(CacheError) -> R {
-        let d = decompressors.withLock { $0.popLast() } ?? Decompressor()
-        defer { decompressors.withLock { if $0.count < keep { $0.append(d) } } }
+        let s = shard
+        let d = s.decompressors.withLock { $0.popLast() } ?? Decompressor()
+        defer { s.decompressors.withLock { if $0.count < keep { $0.append(d) } } }
         return try body(d)
     }
 }
