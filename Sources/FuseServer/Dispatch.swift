@@ -557,16 +557,21 @@ extension FuseMount {
 }
 
 /// Directory listings of a server that runs without OPENDIR: a listing is taken at offset 0 and reused
-/// for the later offsets of the same pass, so offsets stay stable. Bounded (64 listings; the table is
-/// emptied when full). Thread-safe (one lock, held only to look up or insert).
-final class ListingTable<Node: Hashable & Sendable>: @unchecked Sendable {
-    private let table = Mutex<[fuse_ino_t: DirectoryHandle<Node>]>([:])
+/// for the later offsets of the same pass, so offsets stay stable. Bounded (64 listings per shard, 16
+/// shards; a full shard is emptied). Thread-safe: sharded by inode, one lock per shard, held only to
+/// look up or insert.
+final class ListingTable<Node: Hashable & Sendable>: Sendable {
+    private final class Shard: Sendable {
+        let table = Mutex<[fuse_ino_t: DirectoryHandle<Node>]>([:])
+    }
+    private let shards: [Shard] = (0..<16).map { _ in Shard() }
 
     func listing(of ino: fuse_ino_t, fresh: Bool,
                  make: () throws(Errno) -> DirectoryHandle<Node>) throws(Errno) -> DirectoryHandle<Node> {
-        if !fresh, let known = table.withLock({ $0[ino] }) { return known }
+        let shard = shards[Int(truncatingIfNeeded: (ino ^ ino >> 6) & 15)]
+        if !fresh, let known = shard.table.withLock({ $0[ino] }) { return known }
         let made = try make()
-        table.withLock { t in
+        shard.table.withLock { t in
             if t.count >= 64 { t.removeAll(keepingCapacity: true) }
             t[ino] = made
         }

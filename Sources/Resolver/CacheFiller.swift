@@ -2,6 +2,7 @@ import ContentCache
 import Foundation
 import GitStore
 import Logging
+import Synchronization
 import Threads
 
 /// Publishes freshly loaded blobs to the content cache off the read path: a reader gets the inflated
@@ -22,7 +23,14 @@ final class CacheFiller: @unchecked Sendable {
     // Guarded by `condition`.
     private var queue: [(key: CacheKey, id: ObjectID)] = []
     private var queueHead = 0
-    private var pending: [ObjectID: BlobBuffer] = [:]
+    /// The bytes waiting to be written, sharded by id so readers looking for them (`pendingBytes(of:)`,
+    /// on the read path) take only their shard's lock. Changed only under `condition` (then the shard).
+    private let pending: [PendingShard] = (0..<16).map { _ in PendingShard() }
+    private final class PendingShard: Sendable {
+        let map = Mutex<[ObjectID: BlobBuffer]>([:])
+        func withLock<R>(_ body: (inout [ObjectID: BlobBuffer]) -> R) -> R { map.withLock { body(&$0) } }
+    }
+    private var pendingCount = 0
     private var pendingBytes = 0
     private var largePendingBytes = 0
     private var stopping = false
@@ -46,7 +54,8 @@ final class CacheFiller: @unchecked Sendable {
     func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        guard !stopping, pending[id] == nil, pending.count < 65_536 else { return false }
+        let shard = pending[Self.shard(of: id)]
+        guard !stopping, pendingCount < 65_536, shard.withLock({ $0[id] == nil }) else { return false }
         if bytes.count > largeBlob {
             guard largePendingBytes == 0 || largePendingBytes + bytes.count <= maxLargeBytes else { return false }
             largePendingBytes += bytes.count
@@ -54,7 +63,8 @@ final class CacheFiller: @unchecked Sendable {
             guard pendingBytes + bytes.count <= maxPendingBytes else { return false }
             pendingBytes += bytes.count
         }
-        pending[id] = bytes
+        shard.withLock { $0[id] = bytes }
+        pendingCount += 1
         queue.append((key, id))
         condition.signal()
         return true
@@ -62,9 +72,11 @@ final class CacheFiller: @unchecked Sendable {
 
     /// The bytes of a blob waiting to be written, if any.
     func pendingBytes(of id: ObjectID) -> BlobBuffer? {
-        condition.lock()
-        defer { condition.unlock() }
-        return pending[id]
+        pending[Self.shard(of: id)].withLock { $0[id] }
+    }
+
+    private static func shard(of id: ObjectID) -> Int {
+        id.withUnsafeBytes { Int($0[0] & 15) }
     }
 
     /// Finishes the stores in progress, drops the queued ones, joins the threads. Idempotent.
@@ -73,7 +85,8 @@ final class CacheFiller: @unchecked Sendable {
         stopping = true
         queue.removeAll()
         queueHead = 0
-        pending.removeAll()
+        for shard in pending { shard.withLock { $0.removeAll() } }
+        pendingCount = 0
         pendingBytes = 0
         largePendingBytes = 0
         condition.broadcast()
@@ -97,7 +110,7 @@ final class CacheFiller: @unchecked Sendable {
                 queue.removeFirst(queueHead)
                 queueHead = 0
             }
-            let bytes = pending[job.id]
+            let bytes = pending[Self.shard(of: job.id)].withLock { $0[job.id] }
             condition.unlock()
 
             do {
@@ -108,7 +121,8 @@ final class CacheFiller: @unchecked Sendable {
                 logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
             }
             condition.lock()
-            if let held = pending.removeValue(forKey: job.id) {
+            if let held = pending[Self.shard(of: job.id)].withLock({ $0.removeValue(forKey: job.id) }) {
+                pendingCount -= 1
                 if held.count > largeBlob { largePendingBytes -= held.count } else { pendingBytes -= held.count }
             }
             condition.unlock()
