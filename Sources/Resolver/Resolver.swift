@@ -13,6 +13,8 @@ public struct ResolverCounters: Sendable, Equatable {
     /// Blobs loaded from the packs ahead of any reader (siblings of a file that missed the cache, content
     /// fed to the kernel's page cache); not included in `blobLoads`, which counts the loads readers asked for.
     public var speculativeLoads = 0
+    /// Trees parsed ahead of any listing by the background walks (listings read ahead).
+    public var treesReadAhead = 0
 }
 
 /// Errors of the resolver: a path, revision or object that does not exist, or a failure underneath.
@@ -54,6 +56,8 @@ public final class Resolver: Sendable {
     let joins = Atomic<Int>(0)
     /// Blobs loaded from the packs ahead of any reader (speculator, kernel-cache feeding).
     let speculativeLoads = Atomic<Int>(0)
+    /// Trees parsed by the speculator's walks.
+    let treesReadAhead = Atomic<Int>(0)
 
     /// Blobs up to this size are handed to readers from memory right after a load; larger ones are read
     /// back from the content cache so that memory stays bounded.
@@ -117,7 +121,8 @@ public final class Resolver: Sendable {
     public var counters: ResolverCounters {
         ResolverCounters(cacheHits: hits.load(ordering: .relaxed), cacheMisses: misses.load(ordering: .relaxed),
                          blobLoads: blobLoads.load(ordering: .relaxed), singleflightJoins: joins.load(ordering: .relaxed),
-                         speculativeLoads: speculativeLoads.load(ordering: .relaxed))
+                         speculativeLoads: speculativeLoads.load(ordering: .relaxed),
+                         treesReadAhead: treesReadAhead.load(ordering: .relaxed))
     }
 
     /// The view of repository `name`, opened on first use. A view whose mirror was removed from disk is

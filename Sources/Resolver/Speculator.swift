@@ -174,6 +174,7 @@ final class Speculator: @unchecked Sendable {
             condition.unlock()
             if stop { return }
             guard fresh, let tree = try? view.tree(id) else { continue }
+            view.resolver.treesReadAhead.add(1, ordering: .relaxed)
             visited += tree.entries.count
             for entry in tree.entries {
                 switch entry.kind {

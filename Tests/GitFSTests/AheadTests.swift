@@ -8,7 +8,7 @@ import Glibc
 extension MountTests {
     /// The mount works ahead of readers: listings read ahead, and sibling files pushed into the
     /// kernel's page cache once a reader starts on a directory.
-    @Suite struct KernelCache {
+    @Suite struct Ahead {
 
         /// A mounted home with one repository `kc`: 60 small files with distinct contents in `dir/`, one
         /// large file in `dir/`, one file in `other/`. `dir` is the path of `dir/` in the mount.
@@ -95,6 +95,57 @@ extension MountTests {
                 #expect(f.mismatch(name) == nil, "\(name)")
             }
             #expect(try m.stats()["blob_loads"] == 1, "the siblings were not cached ahead")
+        }
+
+        /// Two branches whose trees are all distinct: `main` with 2 + 3 + 1 trees below the root, `other`
+        /// with 2. Returns the repository path and the number of trees (root included) of each branch.
+        static func twoBranches(at src: String) throws -> (main: Int, other: Int) {
+            var files: [(String, [UInt8])] = []
+            for d in ["a", "b"] {
+                for s in ["x", "y", "z"] where d == "a" || s == "x" {
+                    files.append(("\(d)/\(s)/f.txt", Array("main \(d) \(s)\n".utf8)))
+                }
+                files.append(("\(d)/top.txt", Array("main \(d)\n".utf8)))
+            }
+            try fastImportRepo(at: src, commits: [files])
+            try git("checkout", "-q", "-b", "other", cwd: src)
+            try git("rm", "-q", "-r", "a", "b", cwd: src)
+            for d in ["p", "q"] {
+                try FileManager.default.createDirectory(atPath: src + "/" + d, withIntermediateDirectories: true)
+                FileManager.default.createFile(atPath: src + "/\(d)/g.txt", contents: Data("other \(d)\n".utf8))
+            }
+            try git("add", "-A", cwd: src)
+            try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "other", cwd: src)
+            try git("checkout", "-q", "main", cwd: src)
+            func trees(_ rev: String) throws -> Int {
+                1 + (try git("ls-tree", "-r", "-t", rev, cwd: src)).split(separator: "\n").filter { $0.contains(" tree ") }.count
+            }
+            return (try trees("main"), try trees("other"))
+        }
+
+        @Test func theMountReadsTheDefaultBranchListingsAheadAndAListingReadsItsSubtrees() throws {
+            let work = try TempDir("ahead")
+            let src = work.sub("src")
+            let count = try Self.twoBranches(at: src)
+            #expect(count.main == 7 && count.other == 3)
+            let other = try revParse(src, "other")
+            let m = try MountedHome("ahead")
+            defer { m.unmount() }
+            try m.clone(src, as: "ah")
+            try m.mount(watchdogSeconds: 120)
+            // Nothing listed yet: the walk of the default branch, started with the mount, parses each
+            // of its trees once, and only those.
+            #expect(waitFor(seconds: 20) { (try? m.stats())?["trees_read_ahead"] == count.main })
+            usleep(200_000)
+            #expect(try m.stats()["trees_read_ahead"] == count.main)
+            // Listing another commit's root walks the trees below it.
+            #expect(try listDirectory(m.path("ah/commits/\(other)")).sorted() == ["p", "q"])
+            #expect(waitFor(seconds: 20) { (try? m.stats())?["trees_read_ahead"] == count.main + count.other },
+                    "trees_read_ahead \(String(describing: try? m.stats()["trees_read_ahead"]))")
+            // What a walk read ahead is what git has.
+            #expect(try listDirectory(m.path("ah/commits/\(other)/p")) == ["g.txt"])
+            #expect(lstatInfo(m.path("ah/commits/\(other)/p/g.txt"))?.size == "other p\n".utf8.count)
+            #expect(try m.stats()["errors"] == 0)
         }
     }
 }
