@@ -201,13 +201,13 @@ public final class GitFileSystem: FuseFileSystem {
             }
             let tree = try mapped { () throws(ResolverError) in try o.repo.view.tree(o.entry.oid) }
             guard let e = tree.entry(named: name) else { throw .noEntry }
-            return .object(ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e, directory: o.entry.oid))
+            return .object(ObjectNode(repo: o.repo, commit: o.commit, path: Self.childPath(o.path, e.name), entry: e, directory: o.entry.oid))
         case .head, .ref, .stats:
             throw .notDirectory
         }
     }
 
-    private func childPath(_ parent: [UInt8], _ name: [UInt8]) -> [UInt8] {
+    private static func childPath(_ parent: [UInt8], _ name: [UInt8]) -> [UInt8] {
         parent.isEmpty ? name : parent + [0x2F] + name
     }
 
@@ -266,7 +266,7 @@ public final class GitFileSystem: FuseFileSystem {
             let mtime = try commitTime(o)
             out.reserveCapacity(tree.entries.count)
             for e in tree.entries {
-                let child = ObjectNode(repo: o.repo, commit: o.commit, path: childPath(o.path, e.name), entry: e, directory: o.entry.oid)
+                let child = ObjectNode(repo: o.repo, commit: o.commit, path: Self.childPath(o.path, e.name), entry: e, directory: o.entry.oid)
                 out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(e, in: o.repo, mtime: mtime)))
             }
             return (out, OpenedDirectory(cacheEntries: true))
@@ -310,9 +310,7 @@ public final class GitFileSystem: FuseFileSystem {
         case .stats(let snapshot):
             return .bytes(statsSnapshots.withLock { $0.recent[snapshot] } ?? [])
         case .object(let o) where o.entry.kind == .file || o.entry.kind == .executable:
-            // With the kernel cache fed (read(node:)), the siblings are loaded by that feed instead.
-            let siblings = kernelCache == nil ? o.directory : nil
-            return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid, directory: siblings) })
+            return .blob(try mapped { () throws(ResolverError) in try o.repo.view.openBlob(o.entry.oid) })
         case .object(let o) where o.entry.kind == .directory || o.entry.kind == .submodule:
             throw .isDirectory
         case .root, .control, .repository, .refDirectory, .commits:
@@ -359,17 +357,14 @@ public final class GitFileSystem: FuseFileSystem {
     /// their inodes (a listing made them), so a reader going through the directory (`tar`, `grep -r`)
     /// finds them cached instead of sending a request per file. Each directory of a commit once.
     private func feedSiblings(of o: ObjectNode, in directory: ObjectID, to kernel: KernelCacheAccess) {
-        let parentPath = o.path.lastIndex(of: 0x2F).map { Array(o.path[..<$0]) } ?? []
-        let repo = o.repo, commit = o.commit
+        let parent = ObjectNode(repo: o.repo, commit: o.commit, path: o.path.lastIndex(of: 0x2F).map { Array(o.path[..<$0]) } ?? [],
+                                entry: TreeEntry(name: [], mode: 0o040000, oid: directory))
         let sibling: @Sendable (TreeEntry) -> GitFSNode = { e in
-            .object(ObjectNode(repo: repo, commit: commit, path: parentPath.isEmpty ? e.name : parentPath + [0x2F] + e.name,
+            .object(ObjectNode(repo: parent.repo, commit: parent.commit, path: Self.childPath(parent.path, e.name),
                                entry: e, directory: directory))
         }
-        var hasher = Hasher()
-        hasher.combine(repo)
-        hasher.combine(commit)
-        parentPath.withUnsafeBytes { hasher.combine(bytes: $0) }
-        let feed = SiblingFeed(key: hasher.finalize(), after: o.entry.name,
+        // The key is the directory's node identity (repository, commit, path).
+        let feed = SiblingFeed(key: parent.hashValue, after: o.entry.name,
                                wants: { kernel.holds(sibling($0)) },
                                deliver: { kernel.store(sibling($0), $1) })
         o.repo.view.readingDirectory(directory, feed: feed)

@@ -9,12 +9,14 @@ import Threads
 /// bytes at once, and a small fixed set of threads verifies, compresses and writes them afterwards.
 /// Until an entry is written, its bytes stay findable here (`pending`) so no second load happens.
 ///
-/// Bounded: at most `maxPendingBytes` of blobs wait, plus blobs larger than `largeBlob` up to
+/// Bounded: at most `maxPendingBytes` of small blobs wait, plus blobs larger than `largeBlob` up to
 /// `maxLargeBytes` in all, or one of any size (they are in memory anyway, having just been inflated;
-/// compressing a 100 MB blob on the reader's path instead took longer than inflating it); a submit beyond that is refused and the caller
-/// stores synchronously. The threads run at background priority. Tracked: the threads are joined by `shutdown()`, which lets the stores in progress
-/// finish and drops the queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails (full disk, content that does not match its id) is logged; the bytes were
-/// served from the pack, whose zlib streams carry their own checksums. Thread-safe.
+/// compressing a 100 MB blob on the reader's path took longer than inflating it). A submit beyond
+/// that is refused and the caller stores synchronously. The threads run at background priority.
+/// Tracked: `shutdown()` joins the threads, letting the stores in progress finish and dropping the
+/// queued ones (they are loaded again when next read), so an unmount stays quick. A store that fails
+/// (full disk, content that does not match its id) is logged; the bytes were served from the pack,
+/// whose zlib streams carry their own checksums. Thread-safe.
 final class CacheFiller: @unchecked Sendable {
     private let cache: ContentCache
     private let logger: Logger

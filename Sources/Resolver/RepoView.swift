@@ -126,10 +126,10 @@ public final class RepoView: Sendable {
     /// loaded once from the packs (single-flight across every concurrent caller) and written to the
     /// cache. Reads that come without a file handle (the mount's no-open mode) call this per request,
     /// so the opened table keeps them from reopening the cache entry each time.
-    /// `directory`: the tree holding the file; on a miss its other small blobs are loaded speculatively.
     /// `speculative`: opened ahead of any reader (the mount feeding the kernel's page cache): not
-    /// counted as a hit or miss, and a load from the packs counts in `speculative_loads`.
-    public func openBlob(_ id: ObjectID, directory: ObjectID? = nil, speculative: Bool = false) throws(ResolverError) -> BlobContent {
+    /// counted as a hit or miss, a load from the packs counts in `speculative_loads`, and the content
+    /// is not kept in the opened table (the kernel holds it now; it would evict content being read).
+    public func openBlob(_ id: ObjectID, speculative: Bool = false) throws(ResolverError) -> BlobContent {
         let counter = speculative ? nil : resolver
         if let open = resolver.opened.value(for: id) {
             counter?.hits.add(1, ordering: .relaxed)
@@ -147,11 +147,9 @@ public final class RepoView: Sendable {
         } else {
             counter?.misses.add(1, ordering: .relaxed)
             loaded = try load(id, key: key, deferStore: true, speculative: speculative)
-            // After this blob's own load, so the speculator never takes the load this reader asked for.
-            if let directory { resolver.speculator?.schedule(self, tree: directory) }
         }
         let content = BlobContent(id: id, view: self, loaded: loaded)
-        resolver.opened.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10))
+        if !speculative { resolver.opened.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10)) }
         return content
     }
 

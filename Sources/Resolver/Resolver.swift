@@ -105,8 +105,8 @@ public final class Resolver: Sendable {
         _ = GitHash.blobID(of: UnsafeRawBufferPointer(start: nil, count: 0))
         for name in store.names().prefix(maxRepositories) {
             guard let view = try? repository(named: name), speculator != nil,
-                  let branch = try? view.refs().defaultBranch,
-                  let commit = try? view.resolve("refs/heads/" + branch),
+                  let refs = try? view.refs(), let branch = refs.defaultBranch,
+                  let commit = refs.target(of: branch, tags: false),
                   let root = try? view.commit(commit).tree else { continue }
             view.listing(root)
         }

@@ -11,15 +11,14 @@ import Threads
 ///   `find` and `tar` visit them, so their listings are answered from memory (like mesafs's child-listing
 ///   prefetch). At most `walkBudget` entries per walk; each tree walked once. Walks go first.
 /// - **Blobs ahead** (`schedule`): when a reader starts on a file of a directory, the directory's other
-///   small blobs are loaded into the content cache, so a sequential reader (`tar`, `grep -r`) finds the
-///   next files loaded (EdenFS's readdir prefetch, but triggered by a read, so `find` never loads
-///   blobs). With a `SiblingFeed` (the mount) they go further, into the kernel's page cache: the
-///   reader then reads the directory's other files without a FUSE request each.
+///   small blobs go to the `SiblingFeed` (the mount: into the kernel's page cache, so the reader reads
+///   them without a FUSE request each) or, where the feed cannot take them, into the content cache
+///   (EdenFS's readdir prefetch, but triggered by a read, so `find` never loads blobs).
 ///
 /// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
 /// ones are dropped); blobs larger than `maxBlobSize` skipped, at most 2048 files and 64 MiB per
 /// directory; each directory scheduled once (the sets
-/// of scheduled trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
+/// of scheduled directories and walked trees are reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and
 /// joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a
 /// blob being speculated waits for that load instead of starting another. Thread-safe.
 final class Speculator: @unchecked Sendable {
@@ -27,9 +26,8 @@ final class Speculator: @unchecked Sendable {
     private let maxBlobSize: Int
     private let condition = NSCondition()
     // Guarded by `condition`.
-    private var queue: [(view: RepoView, tree: ObjectID, feed: SiblingFeed?)] = []
+    private var queue: [(view: RepoView, tree: ObjectID, feed: SiblingFeed)] = []
     private var queuedBlobs = 0
-    private var scheduledTrees = Set<ObjectID>()
     private var scheduledFeeds = Set<Int>()
     private var walks: [(view: RepoView, tree: ObjectID)] = []
     private var walkedTrees = Set<ObjectID>()
@@ -52,20 +50,14 @@ final class Speculator: @unchecked Sendable {
         if workers?.count == 0 { stopping = true }   // no thread: nothing is scheduled
     }
 
-    /// Schedules the small blobs of `tree`: once per tree, or with a `feed` once per feed key (the
-    /// blobs the feed wants are delivered to it, the others loaded into the content cache). Never
-    /// blocks on I/O.
-    func schedule(_ view: RepoView, tree: ObjectID, feed: SiblingFeed? = nil) {
+    /// Schedules the small blobs of `tree`, once per feed key: the blobs the feed wants are delivered
+    /// to it, the others loaded into the content cache. Never blocks on I/O.
+    func schedule(_ view: RepoView, tree: ObjectID, feed: SiblingFeed) {
         condition.lock()
         defer { condition.unlock() }
         guard !stopping, queuedBlobs < maxQueued, queue.count < Self.maxQueuedTrees else { return }
-        if let feed {
-            if scheduledFeeds.count > 16_384 { scheduledFeeds.removeAll(keepingCapacity: true) }
-            guard scheduledFeeds.insert(feed.key).inserted else { return }
-        } else {
-            if scheduledTrees.count > 16_384 { scheduledTrees.removeAll(keepingCapacity: true) }
-            guard scheduledTrees.insert(tree).inserted else { return }
-        }
+        if scheduledFeeds.count > 16_384 { scheduledFeeds.removeAll(keepingCapacity: true) }
+        guard scheduledFeeds.insert(feed.key).inserted else { return }
         queue.append((view, tree, feed))
         condition.signal()
     }
@@ -117,7 +109,7 @@ final class Speculator: @unchecked Sendable {
 
             guard let tree = try? job.view.tree(job.tree) else { continue }
             var files = tree.entries.filter { $0.kind == .file || $0.kind == .executable }
-            if let after = job.feed?.after, let i = files.firstIndex(where: { $0.name == after }) {
+            if let after = job.feed.after, let i = files.firstIndex(where: { $0.name == after }) {
                 files.removeFirst(i + 1)   // a sequential reader is past these already
             }
             if files.count > Self.maxFilesPerDirectory { files.removeLast(files.count - Self.maxFilesPerDirectory) }
@@ -135,8 +127,8 @@ final class Speculator: @unchecked Sendable {
                 guard let size = try? job.view.blobSize(entry.oid), size <= maxBlobSize else { continue }
                 bytesLeft -= size
                 if bytesLeft < 0 { break }
-                if let feed = job.feed, size > 0, feed.wants(entry) {
-                    deliver(entry, size: size, of: job.view, to: feed)
+                if size > 0, job.feed.wants(entry) {
+                    deliver(entry, size: size, of: job.view, to: job.feed)
                 } else {
                     _ = try? job.view.ensureCached(entry.oid, speculative: true)
                 }
