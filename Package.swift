@@ -22,11 +22,13 @@ let package = Package(
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         // OpenSSL's libcrypto, for SHA-1 only: verifying blob contents before they enter the cache.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // libdeflate, for inflating whole blobs out of packs (2.3x zlib's inflate).
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
 
         // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
         .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", "CDeflate", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.

@@ -3,6 +3,8 @@
 //   gitfs-cache-bench run [--repo BARE_REPO] [--work DIR]
 //   gitfs-cache-bench store-random CACHE_DIR BYTES        (stores one entry of random bytes)
 //   gitfs-cache-bench gc CACHE_DIR MAX_SIZE PASSES         (runs gc passes back to back)
+// and one for comparing blob reads with `git cat-file --batch` (tools/bench-profile.sh-style A/B checks):
+//   gitfs-cache-bench read-blobs HOME NAME OIDS_FILE [libgit2]  (reads every blob listed, one thread)
 import ContentCache
 import Foundation
 import GitStore
@@ -189,6 +191,21 @@ case "gc":
     for _ in 0..<passes {
         do { print(try c.gc(maxSize: max, maxAge: nil, dryRun: false)) } catch { die("\(error)") }
     }
+case "read-blobs":
+    guard args.count >= 5, let ids = try? String(contentsOfFile: args[4], encoding: .utf8) else {
+        die("usage: read-blobs HOME NAME OIDS_FILE [libgit2]")
+    }
+    let own = !(args.count > 5 && args[5] == "libgit2")
+    let repo: Repository
+    do { repo = try MirrorStore(home: Home(path: args[2])).open(name: args[3], ownPackReader: own) } catch { die("\(error)") }
+    let oids = ids.split(separator: "\n").compactMap { ObjectID(hex: String($0)) }
+    let t0 = now()
+    var bytes = 0
+    for id in oids {
+        do { bytes += try repo.blobBuffer(id).count } catch { die("\(error)") }
+    }
+    let t = now() - t0
+    print("\(oids.count) blobs, \(bytes) bytes in \(Int(t * 1000)) ms (\(own ? "own pack reader" : "libgit2"), \(repo.blobsReadFromPacks) read by the pack reader)")
 default:
-    die("unknown mode \(args[1]); modes: run, store-random, gc")
+    die("unknown mode \(args[1]); modes: run, store-random, gc, read-blobs")
 }

@@ -297,8 +297,10 @@ public final class ContentCache: Sendable {
     /// Verifies `content` against `key` (`.verifyFailed` if it does not match), compresses it at zstd
     /// level 1 in chunks and publishes it atomically. Storing a key already present does nothing.
     /// A full disk throws `.noSpace` (logged once per instance) and leaves nothing half-written.
-    public func store(_ key: CacheKey, content: UnsafeRawBufferPointer) throws(CacheError) {
-        guard verifier(key, content) else {
+    /// `verified`: the caller has already checked `content` against `key` by other means (gitfs's pack
+    /// reader: the pack index's CRC-32 and zlib's Adler-32), so the verifier is not run again.
+    public func store(_ key: CacheKey, content: UnsafeRawBufferPointer, verified: Bool = false) throws(CacheError) {
+        guard verified || verifier(key, content) else {
             throw CacheError(.verifyFailed, "content offered for \(key) does not hash to that object id; not cached")
         }
         ensureLoaded()

@@ -340,10 +340,11 @@ public struct MirrorStore: Sendable {
         FileSystem.removeTree(trash)
     }
 
-    /// Opens a mirror for object reads.
-    public func open(name: String) throws(GitStoreError) -> Repository {
+    /// Opens a mirror for object reads. `ownPackReader: false` reads every object with libgit2 (the
+    /// oracle that tests compare gitfs's own pack reader against).
+    public func open(name: String, ownPackReader: Bool = true) throws(GitStoreError) -> Repository {
         let path = try existingMirror(name)
-        return try Repository(name: name, path: path)
+        return try Repository(name: name, path: path, ownPackReader: ownPackReader)
     }
 
     /// Validates the name and returns the mirror's path, or throws `.notFound`.

@@ -116,7 +116,9 @@ final class CacheFiller: @unchecked Sendable {
             condition.unlock()
 
             do {
-                try bytes?.withUnsafeBytes { try cache.store(job.key, content: $0) }
+                if let bytes {
+                    try bytes.withUnsafeBytes { try cache.store(job.key, content: $0, verified: bytes.isVerified) }
+                }
             } catch let error as CacheError where error.kind == .noSpace {
                 // The cache logs a full disk once; the blob was served anyway.
             } catch {

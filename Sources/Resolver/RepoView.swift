@@ -196,7 +196,7 @@ public final class RepoView: Sendable {
 
     private func storeNow(_ key: CacheKey, _ bytes: BlobBuffer) throws(ResolverError) {
         do {
-            try bytes.withUnsafeBytes { try resolver.cache.store(key, content: $0) }
+            try bytes.withUnsafeBytes { try resolver.cache.store(key, content: $0, verified: bytes.isVerified) }
         } catch let e as CacheError {
             throw .cache(e)
         } catch {
@@ -217,7 +217,7 @@ public final class RepoView: Sendable {
             try storeNow(key, buffer)
         } catch {
             guard case .cache(let cacheError) = error, cacheError.kind != .verifyFailed,
-                  buffer.withUnsafeBytes({ GitHash.blobID(of: $0) }) == id else { throw error }
+                  buffer.isVerified || buffer.withUnsafeBytes({ GitHash.blobID(of: $0) }) == id else { throw error }
             // Full disk or I/O trouble: serve from the pack anyway; the cache logs it once.
             return .memory(buffer)
         }

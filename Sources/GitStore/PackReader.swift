@@ -1,0 +1,296 @@
+import CDeflate
+import Glibc
+import Synchronization
+
+/// gitfs's own reader for whole (undeltified) blobs in packs: the `.idx` lookup and the pack entry header
+/// are parsed here and the zlib stream is inflated with libdeflate into a buffer of exactly the size the
+/// header gives (about 2.3× zlib's `inflate`, which libgit2 and git use). Deltified objects, other types,
+/// loose objects and anything malformed return nil, and the caller reads them with libgit2, which stays
+/// the authority. Thread-safe: the pack set is swapped under a per-repository lock only when the pack
+/// directory changes; reads run without a lock.
+final class PackReader: Sendable {
+    private let directory: String
+    private let state = Mutex(PackSetState())
+
+    private struct PackSetState: ~Copyable {
+        var stamp: (sec: Int, nsec: Int)? = nil
+        var packs: [MappedPack] = []
+    }
+
+    /// Reads the packs under `objectsPack` (`<mirror>/objects/pack`) lazily, on the first read.
+    init(objectsPack: String) {
+        directory = objectsPack
+    }
+
+    /// The blob `id` inflated from the first pack that holds it whole; nil when no pack does (deltified,
+    /// loose, not a blob, or damaged: the caller falls back to libgit2).
+    func blob(_ id: ObjectID) -> BlobBuffer? {
+        for pack in packs() {
+            guard let i = pack.position(of: id) else { continue }
+            return pack.inflateBlob(position: i)
+        }
+        return nil
+    }
+
+    /// The current packs: rescanned (`stat` of the directory, then the `*.idx` files) when the
+    /// directory's mtime moved since the last scan, so a fetch or gc is seen at the next read and a pack
+    /// gc removed is unmapped once no reader holds it.
+    func packs() -> [MappedPack] {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { return [] }
+        let stamp = (sec: st.st_mtim.tv_sec, nsec: st.st_mtim.tv_nsec)
+        return state.withLock { s in
+            if let old = s.stamp, old == stamp { return s.packs }
+            var kept: [String: MappedPack] = [:]
+            for p in s.packs { kept[p.name] = p }
+            var fresh: [MappedPack] = []
+            for name in Self.indexNames(in: directory) {
+                let base = String(name.dropLast(4))
+                if let p = kept[base] {
+                    fresh.append(p)
+                } else if let p = MappedPack(directory: directory, name: base) {
+                    fresh.append(p)
+                }
+            }
+            s.packs = fresh
+            s.stamp = stamp
+            return fresh
+        }
+    }
+
+    /// Names of the `*.idx` files in `dir` (`opendir`/`readdir`), sorted for a stable order.
+    private static func indexNames(in dir: String) -> [String] {
+        guard let d = opendir(dir) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name.hasPrefix("pack-"), name.hasSuffix(".idx") { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
+
+/// One pack (`<name>.pack`) and its version-2 index (`<name>.idx`), both mapped read-only (`mmap`) after
+/// their headers, sizes and shared checksum were checked, and unmapped exactly once (`munmap`) when the
+/// last reference goes. Immutable; thread-safe.
+final class MappedPack: @unchecked Sendable {
+    let name: String
+    private let index: UnsafeRawBufferPointer
+    private let pack: UnsafeRawBufferPointer
+    /// The pack, open for `pread` of small entries.
+    private let fd: Int32
+    private let count: Int
+    private let largeOffsets: Int
+
+    private static let shaTable = 8 + 256 * 4
+
+    init?(directory: String, name: String) {
+        guard let (index, ifd) = MappedPack.map(directory + "/" + name + ".idx") else { return nil }
+        close(ifd)
+        guard let (pack, pfd) = MappedPack.map(directory + "/" + name + ".pack") else {
+            munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
+            return nil
+        }
+        self.name = name
+        self.index = index
+        self.pack = pack
+        self.fd = pfd
+        let fixed = MappedPack.shaTable + 40
+        var n = 0
+        var large = -1
+        if index.count >= fixed, MappedPack.be32(index, 0) == 0xff74_4f63, MappedPack.be32(index, 4) == 2 {
+            n = Int(MappedPack.be32(index, MappedPack.shaTable - 4))
+            let rest = index.count - fixed - 28 * n
+            if rest >= 0, rest % 8 == 0 { large = rest / 8 }
+        }
+        count = n
+        largeOffsets = large
+        guard large >= 0, MappedPack.fanoutIsSorted(index),
+              pack.count >= 32, MappedPack.be32(pack, 0) == 0x5041_434b, // "PACK"
+              [2, 3].contains(MappedPack.be32(pack, 4)), Int(MappedPack.be32(pack, 8)) == n,
+              memcmp(index.baseAddress! + index.count - 40, pack.baseAddress! + pack.count - 20, 20) == 0
+        else { return nil }
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
+        munmap(UnsafeMutableRawPointer(mutating: pack.baseAddress), pack.count)
+        close(fd)
+    }
+
+    /// `open` + `fstat` + `mmap(PROT_READ, MAP_SHARED)` of a whole file, and the open descriptor; nil
+    /// (nothing left open) when any fails or the file is empty.
+    private static func map(_ path: String) -> (UnsafeRawBufferPointer, Int32)? {
+        var fd: Int32
+        repeat { fd = open(path, O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
+        guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0,
+              let p = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            close(fd)
+            return nil
+        }
+        return (UnsafeRawBufferPointer(start: p, count: Int(st.st_size)), fd)
+    }
+
+    private static func be32(_ b: UnsafeRawBufferPointer, _ at: Int) -> UInt32 {
+        b.loadUnaligned(fromByteOffset: at, as: UInt32.self).bigEndian
+    }
+
+    private static func fanoutIsSorted(_ index: UnsafeRawBufferPointer) -> Bool {
+        var previous: UInt32 = 0
+        for i in 0..<256 {
+            let v = be32(index, 8 + 4 * i)
+            if v < previous { return false }
+            previous = v
+        }
+        return true
+    }
+
+    /// The position of `id` in the index (fan-out, then binary search of the sorted ids); nil when this
+    /// pack does not hold it.
+    func position(of id: ObjectID) -> Int? {
+        id.withUnsafeBytes { key -> Int? in
+            let first = Int(key[0])
+            var lo = first == 0 ? 0 : Int(MappedPack.be32(index, 8 + 4 * (first - 1)))
+            var hi = Int(MappedPack.be32(index, 8 + 4 * first))
+            let table = index.baseAddress! + MappedPack.shaTable
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                let c = memcmp(table + 20 * mid, key.baseAddress!, 20)
+                if c == 0 { return mid }
+                if c < 0 { lo = mid + 1 } else { hi = mid }
+            }
+            return nil
+        }
+    }
+
+    /// Where the entry at index position `i` starts in the pack; nil when out of range.
+    private func entryOffset(_ i: Int) -> Int? {
+        let small = MappedPack.be32(index, MappedPack.shaTable + 24 * count + 4 * i)
+        var offset = Int(small)
+        if small & 0x8000_0000 != 0 {
+            let j = Int(small & 0x7fff_ffff)
+            guard j < largeOffsets else { return nil }
+            let big = index.loadUnaligned(fromByteOffset: MappedPack.shaTable + 28 * count + 8 * j, as: UInt64.self).bigEndian
+            guard big < UInt64(Int.max) else { return nil }
+            offset = Int(big)
+        }
+        return offset >= 12 && offset < pack.count - 20 ? offset : nil
+    }
+
+    /// Entries this small (inflated size) are read with `pread` into a scratch buffer; larger ones are
+    /// inflated straight from the mapping.
+    static let mappedThreshold = 1 << 20
+
+    /// Inflates the entry at index position `i` when it is a whole blob (type 3). The entry's bytes must
+    /// match the CRC-32 the index keeps for it (written by `git index-pack`, which hashed the object when
+    /// the pack arrived) and inflate (`libdeflate_zlib_decompress_ex`, Adler-32 checked) to exactly the
+    /// header's size, so the result is marked verified. Nil for other types, deltas, a size that cannot
+    /// be allocated, or any mismatch (the caller then asks libgit2).
+    func inflateBlob(position i: Int) -> BlobBuffer? {
+        guard let offset = entryOffset(i) else { return nil }
+        let end = pack.count - 20
+        // The entry header: type in bits 4-6 of the first byte, then the size in 7-bit groups.
+        var at = offset
+        var c = pack[at]
+        at += 1
+        guard (c >> 4) & 7 == 3 else { return nil }
+        var size = Int(c & 15)
+        var shift = 4
+        while c & 0x80 != 0 {
+            guard at < end, shift <= 56 else { return nil }
+            c = pack[at]
+            at += 1
+            size |= Int(c & 0x7f) << shift
+            shift += 7
+        }
+        guard size < Int.max / 4, at < end, let out = BlobBuffer.allocate(size) else { return nil }
+        let expectedCRC = MappedPack.be32(index, MappedPack.shaTable + 20 * count + 4 * i)
+        let ok: Bool
+        if size < MappedPack.mappedThreshold {
+            ok = inflateCopy(offset: offset, data: at, size: size, into: out, crc: expectedCRC)
+        } else {
+            ok = inflateMapped(offset: offset, data: at, size: size, into: out, crc: expectedCRC)
+        }
+        guard ok else { BlobBuffer.deallocate(out, size); return nil }
+        return BlobBuffer(owning: out, count: size, verified: true)
+    }
+
+    /// `libdeflate_zlib_decompress_ex` of the stream at `data` into exactly `size` bytes, then the CRC-32
+    /// of the whole entry (`[offset, data + consumed)`) against `crc`.
+    private static func inflate(_ base: UnsafeRawPointer, offset: Int, data: Int, available: Int,
+                                size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> (ok: Bool, consumed: Int) {
+        guard let d = libdeflate_alloc_decompressor() else { return (false, 0) }
+        var consumed = 0
+        var produced = 0
+        let rc = libdeflate_zlib_decompress_ex(d, base + data, available, out, size, &consumed, &produced)
+        libdeflate_free_decompressor(d)
+        guard rc == LIBDEFLATE_SUCCESS, produced == size else { return (false, consumed) }
+        return (libdeflate_crc32(0, base + offset, data - offset + consumed) == crc, consumed)
+    }
+
+    /// Small entries: one `pread` of at most the most a zlib stream of `size` bytes can take (stored
+    /// blocks) into a scratch buffer, so the pack's pages never enter this process's mappings.
+    private func inflateCopy(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> Bool {
+        let bound = size + 5 * (size / 16_000 + 1) + 6
+        let length = min(data - offset + bound, pack.count - 20 - offset)
+        guard let scratch = malloc(length) else { return false }
+        defer { free(scratch) }
+        var done = 0
+        while done < length {
+            let n = pread(fd, scratch + done, length - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            done += n
+        }
+        let header = data - offset
+        return MappedPack.inflate(UnsafeRawPointer(scratch), offset: 0, data: header, available: length - header,
+                                  size: size, into: out, crc: crc).ok
+    }
+
+    /// Big entries: inflated from the mapping, the whole compressed entry read ahead first
+    /// (`madvise(MADV_WILLNEED)`) and its pages dropped from this process afterwards
+    /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS.
+    private func inflateMapped(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> Bool {
+        let end = pack.count - 20
+        prefetch(from: offset, to: nextEntry(after: offset) ?? end)
+        let r = MappedPack.inflate(pack.baseAddress!, offset: offset, data: data, available: end - data,
+                                   size: size, into: out, crc: crc)
+        release(from: offset, count: data - offset + (r.ok ? r.consumed : min(end - data, size + 64)))
+        return r.ok
+    }
+
+    /// Where the entry after the one at `offset` starts (a scan of the index's offsets, for big entries
+    /// only); nil in packs with over a million objects, where the scan would cost more than it saves.
+    private func nextEntry(after offset: Int) -> Int? {
+        guard count <= 1 << 20 else { return nil }
+        var next = pack.count - 20
+        for i in 0..<count {
+            if let o = entryOffset(i), o > offset, o < next { next = o }
+        }
+        return next
+    }
+
+    /// `madvise(MADV_WILLNEED)` on `[from, to)`: the kernel starts reading the whole compressed entry
+    /// from disk at once, instead of 8 MiB read-ahead windows behind the inflater's page faults.
+    private func prefetch(from: Int, to: Int) {
+        let page = 4096
+        let start = from / page * page
+        guard to > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: pack.baseAddress! + start), to - start, MADV_WILLNEED)
+    }
+
+    /// `madvise(MADV_DONTNEED)` on the pages that hold `[from, from + count)`. A page shared with an entry
+    /// another thread is inflating is simply faulted in again from the page cache.
+    private func release(from: Int, count: Int) {
+        let page = 4096
+        let start = from / page * page
+        let stop = min((from + count + page - 1) / page * page, (pack.count + page - 1) / page * page)
+        guard stop > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: pack.baseAddress! + start), stop - start, MADV_DONTNEED)
+    }
+}
