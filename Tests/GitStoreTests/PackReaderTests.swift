@@ -112,6 +112,33 @@ import TestSupport
         #expect(oracle.blobsReadFromPacks == 0)
     }
 
+    @Test func anIndexWithEveryOffsetInTheLargeTableAndALooseObject() throws {
+        let m = try makeMirror(seed: 15)
+        defer { m.home.remove() }
+        // Rewrite the index so every entry past the first goes through the 64-bit offset table (git's
+        // test-suite option; git refuses more), as in packs over 2 GiB.
+        let packDir = m.path + "/objects/pack"
+        let pack = try #require(try FileManager.default.contentsOfDirectory(atPath: packDir).first { $0.hasSuffix(".pack") })
+        let idx = packDir + "/" + pack.dropLast(5) + ".idx"
+        let before = try Data(contentsOf: URL(fileURLWithPath: idx))
+        try FileManager.default.removeItem(atPath: idx)
+        try git("index-pack", "--index-version=2,12", "-o", idx, packDir + "/" + pack, cwd: m.path)
+        let after = try Data(contentsOf: URL(fileURLWithPath: idx))
+        let entries = (before.count - 8 - 1024 - 40) / 28
+        #expect(after.count == before.count + 8 * (entries - 1), "offsets moved to the 64-bit table")
+        // And one blob only as a loose object.
+        let loose = Array("only loose, seed 15\n".utf8)
+        let looseID = trimmed(try git("hash-object", "-w", "--stdin", cwd: m.path, stdin: loose))
+        let repo = try m.store.open(name: "m")
+        let whole = try wholeBlobs(m.path)
+        for id in try allBlobs(m.path) {
+            #expect(try bytes(repo, id) == (try gitBytes(["cat-file", "blob", id], cwd: m.path).stdout), "blob \(id)")
+        }
+        #expect(repo.blobsReadFromPacks == whole.count)
+        #expect(try bytes(repo, looseID) == loose)
+        #expect(repo.blobsReadFromPacks == whole.count)
+    }
+
     @Test func aFlippedByteInAStoredBlockIsNeverServed() throws {
         let m = try makeMirror(seed: 12)
         defer { m.home.remove() }
