@@ -46,7 +46,9 @@ final class PackReader: Sendable {
             var fresh: [MappedPack] = []
             for name in Self.indexNames(in: directory) {
                 let base = String(name.dropLast(4))
-                if let p = kept[base] {
+                // Same name and same file: a pack rewritten under its old name (a repack of identical
+                // content) is mapped anew, so the deleted file's space is not held.
+                if let p = kept[base], p.file == MappedPack.FileID(path: directory + "/" + base + ".pack") {
                     fresh.append(p)
                 } else if let p = MappedPack(directory: directory, name: base) {
                     fresh.append(p)
@@ -78,10 +80,30 @@ final class PackReader: Sendable {
 /// last reference goes. Immutable; thread-safe.
 final class MappedPack: @unchecked Sendable {
     let name: String
+    /// Which file the pack is (device and inode).
+    let file: FileID
     private let index: UnsafeRawBufferPointer
     private let pack: UnsafeRawBufferPointer
     /// The pack, open for `pread` of small entries.
     private let fd: Int32
+
+    /// A file's identity: device and inode numbers.
+    struct FileID: Equatable {
+        let device: UInt64
+        let inode: UInt64
+
+        init(_ st: stat) {
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+
+        /// `stat` of `path`; nil when it fails.
+        init?(path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return nil }
+            self.init(st)
+        }
+    }
     private let count: Int
     private let largeOffsets: Int
 
@@ -94,6 +116,9 @@ final class MappedPack: @unchecked Sendable {
             munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
             return nil
         }
+        var st = stat()
+        _ = fstat(pfd, &st)
+        self.file = FileID(st)
         self.name = name
         self.index = index
         self.pack = pack
