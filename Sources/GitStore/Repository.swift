@@ -405,9 +405,9 @@ enum CommitParser {
     }
 }
 
-/// The inflated bytes of one blob, in libgit2's buffer (`git_odb_read`) or in a `malloc` buffer the pack
-/// reader filled; freed exactly once (`git_odb_object_free` or `free`) when the last reference goes.
-/// Immutable; thread-safe.
+/// The inflated bytes of one blob, in libgit2's buffer (`git_odb_read`) or in a buffer the pack reader
+/// filled (`allocate`: `malloc`, or `mmap` for big ones); freed exactly once (`git_odb_object_free`,
+/// `free` or `munmap`) when the last reference goes. Immutable; thread-safe.
 public final class BlobBuffer: @unchecked Sendable {
     private let object: OpaquePointer?
     private let base: UnsafeRawPointer?
