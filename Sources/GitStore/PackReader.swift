@@ -22,12 +22,16 @@ final class PackReader: Sendable {
         directory = objectsPack
     }
 
-    /// The blob `id` inflated from the first pack that holds it whole; nil when no pack does (deltified,
-    /// loose, not a blob, or damaged: the caller falls back to libgit2).
+    /// Bases of deltas recently rebuilt, shared by every reader of this repository.
+    private let bases = DeltaBaseCache()
+
+    /// The blob `id` from the first pack that holds it, inflated (and rebuilt from its delta chain when
+    /// deltified); nil when it is loose, not a blob, or anything does not check out (the caller falls
+    /// back to libgit2).
     func blob(_ id: ObjectID) -> BlobBuffer? {
         for pack in packs() {
             guard let i = pack.position(of: id) else { continue }
-            return pack.inflateBlob(position: i)
+            return pack.blob(position: i, id: id, bases: bases)
         }
         return nil
     }
@@ -82,6 +86,9 @@ final class MappedPack: @unchecked Sendable {
     let name: String
     /// Which file the pack is (device and inode).
     let file: FileID
+    /// A number no other pack of this process ever gets: keys this pack's entries in `DeltaBaseCache`.
+    let serial: UInt64 = MappedPack.serials.add(1, ordering: .relaxed).newValue
+    private static let serials = Atomic<UInt64>(0)
     private let index: UnsafeRawBufferPointer
     private let pack: UnsafeRawBufferPointer
     /// The pack, open for `pread` of small entries.
@@ -211,19 +218,25 @@ final class MappedPack: @unchecked Sendable {
     /// inflated straight from the mapping.
     static let mappedThreshold = 1 << 20
 
-    /// Inflates the entry at index position `i` when it is a whole blob (type 3). The entry's bytes must
-    /// match the CRC-32 the index keeps for it (written by `git index-pack`, which hashed the object when
-    /// the pack arrived) and inflate (`libdeflate_zlib_decompress_ex`, Adler-32 checked) to exactly the
-    /// header's size, so the result is marked verified. Nil for other types, deltas, a size that cannot
-    /// be allocated, or any mismatch (the caller then asks libgit2).
-    func inflateBlob(position i: Int) -> BlobBuffer? {
-        guard let offset = entryOffset(i) else { return nil }
+    /// An entry's header: its type (1-4 whole objects, 6 offset delta, 7 reference delta), the inflated
+    /// size of its data, where the zlib stream starts, and for deltas where the base entry starts.
+    struct Header {
+        let type: UInt8
+        let size: Int
+        let data: Int
+        let base: Int?
+    }
+
+    /// Parses the entry header at `offset` (bounds-checked); nil when malformed, or when a delta's base
+    /// is not in this pack.
+    func header(at offset: Int) -> Header? {
         let end = pack.count - 20
-        // The entry header: type in bits 4-6 of the first byte, then the size in 7-bit groups.
+        guard offset >= 12, offset < end else { return nil }
+        // Type in bits 4-6 of the first byte, then the size in 7-bit groups.
         var at = offset
         var c = pack[at]
         at += 1
-        guard (c >> 4) & 7 == 3 else { return nil }
+        let type = (c >> 4) & 7
         var size = Int(c & 15)
         var shift = 4
         while c & 0x80 != 0 {
@@ -233,34 +246,125 @@ final class MappedPack: @unchecked Sendable {
             size |= Int(c & 0x7f) << shift
             shift += 7
         }
-        guard size < Int.max / 4, at < end, let out = BlobBuffer.allocate(size) else { return nil }
-        let expectedCRC = MappedPack.be32(index, MappedPack.shaTable + 20 * count + 4 * i)
-        let ok: Bool
-        if size < MappedPack.mappedThreshold {
-            ok = inflateCopy(offset: offset, data: at, size: size, into: out, crc: expectedCRC)
-        } else {
-            ok = inflateMapped(offset: offset, data: at, size: size, into: out, crc: expectedCRC)
+        guard size < Int.max / 4 else { return nil }
+        var base: Int?
+        if type == 6 {
+            // The base's distance back: big-endian 7-bit groups, each continuation adding one.
+            guard at < end else { return nil }
+            c = pack[at]
+            at += 1
+            var distance = Int(c & 0x7f)
+            while c & 0x80 != 0 {
+                guard at < end, distance < Int.max >> 8 else { return nil }
+                c = pack[at]
+                at += 1
+                distance = ((distance + 1) << 7) | Int(c & 0x7f)
+            }
+            guard distance > 0, distance <= offset - 12 else { return nil }
+            base = offset - distance
+        } else if type == 7 {
+            guard at + 20 <= end else { return nil }
+            let id = ObjectID(raw: UnsafeRawBufferPointer(rebasing: pack[at..<(at + 20)]))
+            at += 20
+            guard let p = position(of: id), let o = entryOffset(p) else { return nil }
+            base = o
         }
-        guard ok else { BlobBuffer.deallocate(out, size); return nil }
-        return BlobBuffer(owning: out, count: size, verified: true)
+        guard at < end else { return nil }
+        return Header(type: type, size: size, data: at, base: base)
+    }
+
+    /// Reads the blob at index position `i`.
+    /// - Whole (type 3): inflated into a buffer of exactly the header's size. The entry's bytes must match
+    ///   the CRC-32 the index keeps for it (written by `git index-pack`, which hashed the object when the
+    ///   pack arrived) and inflate (`libdeflate_zlib_decompress_ex`, Adler-32 checked) to exactly that size.
+    /// - Deltified (types 6, 7): the chain is followed to a whole base (or one in `bases`), and the deltas
+    ///   applied in turn; the result must hash to `id` (SHA-1).
+    /// Either way the result is marked verified. Nil for other types, chains longer than 10,000, sizes
+    /// that cannot be allocated, or any mismatch (the caller then asks libgit2).
+    func blob(position i: Int, id: ObjectID, bases: DeltaBaseCache) -> BlobBuffer? {
+        guard let offset = entryOffset(i), let h = header(at: offset) else { return nil }
+        if h.type == 6 || h.type == 7 { return rebuild(offset: offset, header: h, id: id, bases: bases) }
+        guard h.type == 3, let out = BlobBuffer.allocate(h.size) else { return nil }
+        let expectedCRC = MappedPack.be32(index, MappedPack.shaTable + 20 * count + 4 * i)
+        guard inflate(offset: offset, header: h, into: out, crc: expectedCRC) else {
+            BlobBuffer.deallocate(out, h.size)
+            return nil
+        }
+        return BlobBuffer(owning: out, count: h.size, verified: true)
+    }
+
+    /// Inflates the entry's zlib stream into `out` (exactly `h.size` bytes), checking the entry's CRC-32
+    /// when `crc` is given: small entries through `pread`, big ones from the mapping.
+    private func inflate(offset: Int, header h: Header, into out: UnsafeMutableRawPointer, crc: UInt32?) -> Bool {
+        h.size < MappedPack.mappedThreshold
+            ? inflateCopy(offset: offset, data: h.data, size: h.size, into: out, crc: crc)
+            : inflateMapped(offset: offset, data: h.data, size: h.size, into: out, crc: crc)
+    }
+
+    /// Rebuilds a deltified blob: walks the chain back to a whole object of type blob (or a base found in
+    /// `bases`), then applies each delta from the base forward. Intermediate results of at most
+    /// `DeltaBaseCache.maxObject` bytes are offered to `bases`; the result must hash to `id`.
+    private func rebuild(offset: Int, header first: Header, id: ObjectID, bases: DeltaBaseCache) -> BlobBuffer? {
+        var chain = [(offset: offset, header: first)]
+        var base: DeltaBaseCache.Bytes?
+        var next = first.base
+        while let at = next {
+            if let cached = bases.object(pack: serial, offset: at) {
+                base = cached
+                break
+            }
+            guard chain.count < 10_000, let h = header(at: at) else { return nil }
+            if h.type == 6 || h.type == 7 {
+                chain.append((at, h))
+                next = h.base
+                continue
+            }
+            guard h.type == 3, let bytes = DeltaBaseCache.Bytes(count: h.size),
+                  inflate(offset: at, header: h, into: bytes.pointer, crc: nil) else { return nil }
+            bases.keep(bytes, pack: serial, offset: at)
+            base = bytes
+            break
+        }
+        guard var current = base else { return nil }
+        for (k, link) in chain.enumerated().reversed() {
+            guard let delta = DeltaBaseCache.Bytes(count: link.header.size),
+                  inflate(offset: link.offset, header: link.header, into: delta.pointer, crc: nil),
+                  let resultSize = Delta.resultSize(delta.buffer, baseSize: current.count) else { return nil }
+            if k == 0 {
+                guard let out = BlobBuffer.allocate(resultSize) else { return nil }
+                guard Delta.apply(delta.buffer, to: current.buffer, into: UnsafeMutableRawBufferPointer(start: out, count: resultSize)),
+                      GitHash.blobID(of: UnsafeRawBufferPointer(start: out, count: resultSize)) == id else {
+                    BlobBuffer.deallocate(out, resultSize)
+                    return nil
+                }
+                return BlobBuffer(owning: out, count: resultSize, verified: true)
+            }
+            guard let result = DeltaBaseCache.Bytes(count: resultSize),
+                  Delta.apply(delta.buffer, to: current.buffer, into: UnsafeMutableRawBufferPointer(start: result.pointer, count: resultSize))
+            else { return nil }
+            bases.keep(result, pack: serial, offset: link.offset)
+            current = result
+        }
+        return nil
     }
 
     /// `libdeflate_zlib_decompress_ex` of the stream at `data` into exactly `size` bytes, then the CRC-32
     /// of the whole entry (`[offset, data + consumed)`) against `crc`.
     private static func inflate(_ base: UnsafeRawPointer, offset: Int, data: Int, available: Int,
-                                size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> (ok: Bool, consumed: Int) {
+                                size: Int, into out: UnsafeMutableRawPointer, crc: UInt32?) -> (ok: Bool, consumed: Int) {
         guard let d = libdeflate_alloc_decompressor() else { return (false, 0) }
         var consumed = 0
         var produced = 0
         let rc = libdeflate_zlib_decompress_ex(d, base + data, available, out, size, &consumed, &produced)
         libdeflate_free_decompressor(d)
         guard rc == LIBDEFLATE_SUCCESS, produced == size else { return (false, consumed) }
+        guard let crc else { return (true, consumed) }
         return (libdeflate_crc32(0, base + offset, data - offset + consumed) == crc, consumed)
     }
 
     /// Small entries: one `pread` of at most the most a zlib stream of `size` bytes can take (stored
     /// blocks) into a scratch buffer, so the pack's pages never enter this process's mappings.
-    private func inflateCopy(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> Bool {
+    private func inflateCopy(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32?) -> Bool {
         let bound = size + 5 * (size / 16_000 + 1) + 6
         let length = min(data - offset + bound, pack.count - 20 - offset)
         guard let scratch = malloc(length) else { return false }
@@ -280,7 +384,7 @@ final class MappedPack: @unchecked Sendable {
     /// Big entries: inflated from the mapping, the whole compressed entry read ahead first
     /// (`madvise(MADV_WILLNEED)`) and its pages dropped from this process afterwards
     /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS.
-    private func inflateMapped(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32) -> Bool {
+    private func inflateMapped(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32?) -> Bool {
         let end = pack.count - 20
         prefetch(from: offset, to: nextEntry(after: offset) ?? end)
         let r = MappedPack.inflate(pack.baseAddress!, offset: offset, data: data, available: end - data,

@@ -3,9 +3,9 @@ import GitStore
 import Testing
 import TestSupport
 
-/// gitfs's own pack reader (whole blobs inflated with libdeflate) against git: every blob's bytes, which
-/// entries it takes (git verify-pack says which are stored whole), damaged entries, and packs that
-/// appear and disappear under an open repository.
+/// gitfs's own pack reader (libdeflate, delta chains rebuilt by gitfs) against git: every blob's bytes,
+/// whole and deltified (offset and reference deltas, checked in the pack bytes), damaged entries, and
+/// packs that appear and disappear under an open repository.
 @Suite struct PackReaderTests {
     /// A mirror `NAME.git` in a fresh home, cloned (`--mirror --no-local`, so it holds one real pack) from
     /// a source repository with deltified history, a 6 MiB incompressible file (stored deflate blocks,
@@ -27,9 +27,12 @@ import TestSupport
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(bytes).write(to: url)
         }
-        let text = (0..<400).map { "line \($0) of a file that is edited a little in every commit, seed \(seed)\n" }.joined()
+        var lines = (0..<400).map { "line \($0) of a file that is edited a little in every commit, seed \(seed)\n" }
         for round in 0..<6 {
-            try write("docs/edited.txt", Array((text + "edit \(round)\n").utf8))
+            // Edits in the middle, so the deltas copy ranges from all over their bases.
+            lines[(round * 67 + 50) % 400] = "line changed in round \(round)\n"
+            lines.remove(at: (round * 31 + 200) % 390)
+            try write("docs/edited.txt", Array((lines.joined() + "edit \(round)\n").utf8))
             try write("src/file\(round).swift", Array("let x = \(round) // \(seed)\n".utf8))
             try git("add", "-A", cwd: src)
             try git("commit", "-q", "-m", "round \(round)", cwd: src)
@@ -53,17 +56,39 @@ import TestSupport
         return types.split(separator: "\n").filter { $0.hasPrefix("blob ") }.map { String($0.dropFirst(5)) }
     }
 
-    /// Blobs stored whole (not as deltas) in the packs, per `git verify-pack -v`.
-    func wholeBlobs(_ repo: String) throws -> Set<String> {
-        var out = Set<String>()
+    /// The blobs of the packs, per `git verify-pack -v`, with the type the pack gives each entry (the
+    /// first byte's bits 4-6: 3 whole blob, 6 offset delta, 7 reference delta).
+    func packedBlobs(_ repo: String) throws -> [String: UInt8] {
+        var out: [String: UInt8] = [:]
         for idx in try FileManager.default.contentsOfDirectory(atPath: repo + "/objects/pack") where idx.hasSuffix(".idx") {
+            let pack = try Data(contentsOf: URL(fileURLWithPath: repo + "/objects/pack/" + idx.dropLast(4) + ".pack"))
             for line in try git("verify-pack", "-v", "objects/pack/" + idx, cwd: repo).split(separator: "\n") {
-                let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 // "<id> blob <size> <size-in-pack> <offset>" for whole entries; deltas add depth and base.
-                if f.count == 5, f[1] == "blob" { out.insert(String(f[0])) }
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                if f.count >= 5, f[1] == "blob", let offset = Int(f[4]) { out[String(f[0])] = (pack[offset] >> 4) & 7 }
             }
         }
         return out
+    }
+
+    /// Every blob of the mirror read through `Repository` equals git's and libgit2's bytes, and every
+    /// packed one was read by gitfs's pack reader, verified. Returns the pack types seen.
+    func checkEveryBlob(_ m: Mirror) throws -> Set<UInt8> {
+        let blobs = try allBlobs(m.path)
+        let packed = try packedBlobs(m.path)
+        #expect(blobs.count > 12 && packed.count == blobs.count)
+        let repo = try m.store.open(name: "m")
+        let oracle = try m.store.open(name: "m", ownPackReader: false)
+        for id in blobs {
+            let before = repo.blobsReadFromPacks
+            let got = try bytes(repo, id)
+            #expect(got == (try gitBytes(["cat-file", "blob", id], cwd: m.path).stdout), "blob \(id)")
+            #expect(got == (try bytes(oracle, id)), "blob \(id) against libgit2")
+            #expect(repo.blobsReadFromPacks - before == 1, "blob \(id) (pack type \(packed[id] ?? 0)) was not read by gitfs")
+            #expect(try repo.blobBuffer(ObjectID(hex: id)!).isVerified)
+        }
+        #expect(oracle.blobsReadFromPacks == 0)
+        return Set(packed.values)
     }
 
     /// Offset and size in pack of one entry, per `git verify-pack -v`.
@@ -91,25 +116,35 @@ import TestSupport
         try repo.blobBuffer(ObjectID(hex: id)!).withUnsafeBytes { Array($0) }
     }
 
-    @Test func everyBlobMatchesGitAndWholeEntriesAreReadByGitfs() throws {
+    @Test func wholeBlobsAndOffsetDeltaChainsMatchGit() throws {
         let m = try makeMirror(seed: 11)
         defer { m.home.remove() }
-        let blobs = try allBlobs(m.path)
-        let whole = try wholeBlobs(m.path)
-        #expect(blobs.count > 12)
-        #expect(whole.count >= 4 && whole.count < blobs.count, "the fixture must hold whole and deltified blobs")
+        #expect(try checkEveryBlob(m) == [3, 6], "the fixture must hold whole blobs and offset deltas")
+    }
+
+    @Test func referenceDeltaChainsMatchGit() throws {
+        let m = try makeMirror(seed: 16)
+        defer { m.home.remove() }
+        // Repacked without offset deltas, every delta names its base by id.
+        try git("-c", "repack.useDeltaBaseOffset=false", "repack", "-q", "-a", "-d", "-f", cwd: m.path)
+        #expect(try checkEveryBlob(m) == [3, 7], "the repack must hold whole blobs and reference deltas")
+    }
+
+    @Test func aDamagedDeltaIsNeverServed() throws {
+        let m = try makeMirror(seed: 17)
+        defer { m.home.remove() }
+        let packed = try packedBlobs(m.path)
+        let id = try #require(packed.first { $0.value == 6 }?.key)
+        let e = try entry(id, in: m.path)
+        try flipBits(in: e.pack, at: e.offset + e.length - 3, mask: 0x10)   // in the zlib stream's tail
         let repo = try m.store.open(name: "m")
-        let oracle = try m.store.open(name: "m", ownPackReader: false)
-        for id in blobs {
-            let before = repo.blobsReadFromPacks
+        do {
             let got = try bytes(repo, id)
-            #expect(got == (try gitBytes(["cat-file", "blob", id], cwd: m.path).stdout), "blob \(id)")
-            #expect(got == (try bytes(oracle, id)), "blob \(id) against libgit2")
-            let ownRead = repo.blobsReadFromPacks - before == 1
-            #expect(ownRead == whole.contains(id), "blob \(id): read by gitfs's pack reader \(ownRead)")
-            #expect(try repo.blobBuffer(ObjectID(hex: id)!).isVerified == ownRead)
+            #expect(got == (try gitBytes(["cat-file", "blob", id], cwd: m.source).stdout), "damaged delta served wrong bytes")
+        } catch let error as GitStoreError {
+            #expect(error.kind == .corrupt, "\(error)")
         }
-        #expect(oracle.blobsReadFromPacks == 0)
+        #expect(repo.blobsReadFromPacks == 0)
     }
 
     @Test func anIndexWithEveryOffsetInTheLargeTableAndALooseObject() throws {
@@ -130,13 +165,13 @@ import TestSupport
         let loose = Array("only loose, seed 15\n".utf8)
         let looseID = trimmed(try git("hash-object", "-w", "--stdin", cwd: m.path, stdin: loose))
         let repo = try m.store.open(name: "m")
-        let whole = try wholeBlobs(m.path)
-        for id in try allBlobs(m.path) {
+        let blobs = try allBlobs(m.path)
+        for id in blobs {
             #expect(try bytes(repo, id) == (try gitBytes(["cat-file", "blob", id], cwd: m.path).stdout), "blob \(id)")
         }
-        #expect(repo.blobsReadFromPacks == whole.count)
+        #expect(repo.blobsReadFromPacks == blobs.count)
         #expect(try bytes(repo, looseID) == loose)
-        #expect(repo.blobsReadFromPacks == whole.count)
+        #expect(repo.blobsReadFromPacks == blobs.count)
     }
 
     @Test func aFlippedByteInAStoredBlockIsNeverServed() throws {
