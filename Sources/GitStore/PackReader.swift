@@ -2,12 +2,13 @@ import CDeflate
 import Glibc
 import Synchronization
 
-/// gitfs's own reader for whole (undeltified) blobs in packs: the `.idx` lookup and the pack entry header
-/// are parsed here and the zlib stream is inflated with libdeflate into a buffer of exactly the size the
-/// header gives (about 2.3× zlib's `inflate`, which libgit2 and git use). Deltified objects, other types,
-/// loose objects and anything malformed return nil, and the caller reads them with libgit2, which stays
-/// the authority. Thread-safe: the pack set is swapped under a per-repository lock only when the pack
-/// directory changes; reads run without a lock.
+/// gitfs's own reader for blobs in packs: the `.idx` lookup and the pack entry headers are parsed here,
+/// zlib streams are inflated with libdeflate into buffers of exactly the size the header gives (about
+/// 2.3× zlib's `inflate`, which libgit2 and git use), and delta chains are rebuilt here (`Delta`, with
+/// the process-wide `DeltaBaseCache`). Every result is checked before it is returned (see
+/// `MappedPack.blob`). Loose objects, other types and anything that does not check out return nil, and
+/// the caller reads them with libgit2, which stays the authority. Thread-safe: the pack set is swapped
+/// under a per-repository lock only when the pack directory changes; reads run without a lock.
 final class PackReader: Sendable {
     private let directory: String
     private let state = Mutex(PackSetState())
@@ -22,8 +23,8 @@ final class PackReader: Sendable {
         directory = objectsPack
     }
 
-    /// Bases of deltas recently rebuilt, shared by every reader of this repository.
-    private let bases = DeltaBaseCache()
+    /// Bases of deltas recently rebuilt, shared by every repository of the process (one bound in all).
+    private static let bases = DeltaBaseCache()
 
     /// The blob `id` from the first pack that holds it, inflated (and rebuilt from its delta chain when
     /// deltified); nil when it is loose, not a blob, or anything does not check out (the caller falls
@@ -31,7 +32,7 @@ final class PackReader: Sendable {
     func blob(_ id: ObjectID) -> BlobBuffer? {
         for pack in packs() {
             guard let i = pack.position(of: id) else { continue }
-            return pack.blob(position: i, id: id, bases: bases)
+            return pack.blob(position: i, id: id, bases: Self.bases)
         }
         return nil
     }
