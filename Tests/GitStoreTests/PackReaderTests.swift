@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import GitStore
 import Testing
 import TestSupport
@@ -128,6 +129,28 @@ import TestSupport
         // Repacked without offset deltas, every delta names its base by id.
         try git("-c", "repack.useDeltaBaseOffset=false", "repack", "-q", "-a", "-d", "-f", cwd: m.path)
         #expect(try checkEveryBlob(m) == [3, 7], "the repack must hold whole blobs and reference deltas")
+    }
+
+    @Test func manyThreadsReadingAtOnceGetGitsBytes() throws {
+        let m = try makeMirror(seed: 18)
+        defer { m.home.remove() }
+        let blobs = try allBlobs(m.path)
+        var expected: [String: [UInt8]] = [:]
+        for id in blobs { expected[id] = try gitBytes(["cat-file", "blob", id], cwd: m.path).stdout }
+        let repo = try m.store.open(name: "m")
+        let wrong = Atomic<Int>(0)
+        let frozen = expected
+        // 8 threads, each through every blob from its own starting point: shared delta bases, shared pack fd, and
+        // the big entry's madvise calls all at once.
+        DispatchQueue.concurrentPerform(iterations: 8) { t in
+            for k in 0..<blobs.count {
+                let id = blobs[(k + t * 13) % blobs.count]
+                let got = try? repo.blobBuffer(ObjectID(hex: id)!).withUnsafeBytes { Array($0) }
+                if got != frozen[id] { wrong.add(1, ordering: .relaxed) }
+            }
+        }
+        #expect(wrong.load(ordering: .relaxed) == 0)
+        #expect(repo.blobsReadFromPacks == 8 * blobs.count)
     }
 
     @Test func aDamagedDeltaIsNeverServed() throws {
