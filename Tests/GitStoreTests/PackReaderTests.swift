@@ -140,8 +140,8 @@ import TestSupport
         let repo = try m.store.open(name: "m")
         let wrong = Atomic<Int>(0)
         let frozen = expected
-        // 8 threads, each through every blob from its own starting point: shared delta bases, shared pack fd, and
-        // the big entry's madvise calls all at once.
+        // 8 threads, each through every blob from its own starting point: shared delta bases, the
+        // shared pack fd and the big entry's madvise calls, all at once.
         DispatchQueue.concurrentPerform(iterations: 8) { t in
             for k in 0..<blobs.count {
                 let id = blobs[(k + t * 13) % blobs.count]
