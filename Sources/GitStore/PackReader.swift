@@ -7,8 +7,9 @@ import Synchronization
 /// 2.3× zlib's `inflate`, which libgit2 and git use), and delta chains are rebuilt here (`Delta`, with
 /// the process-wide `DeltaBaseCache`). Every result is checked before it is returned (see
 /// `MappedPack.blob`). Loose objects, other types and anything that does not check out return nil, and
-/// the caller reads them with libgit2, which stays the authority. Thread-safe: the pack set is swapped
-/// under a per-repository lock only when the pack directory changes; reads run without a lock.
+/// the caller reads them with libgit2, which stays the authority. Thread-safe: the pack set is read and
+/// swapped under a per-repository lock held for a copy of it (or a rescan when the directory changed);
+/// inflating runs without a lock.
 final class PackReader: Sendable {
     private let directory: String
     private let state = Mutex(PackSetState())
@@ -16,7 +17,14 @@ final class PackReader: Sendable {
     private struct PackSetState: ~Copyable {
         var stamp: (sec: Int, nsec: Int)? = nil
         var packs: [MappedPack] = []
+        /// When the directory was last looked at (`CLOCK_MONOTONIC`, ns).
+        var checked: UInt64 = 0
     }
+
+    /// How long a look at the pack directory stays good for reads that find their object: a `stat` per
+    /// read cost 6.6% of reading small blobs. An object missing from the packs looks again at once (a
+    /// fetch adds packs); this bound is how long packs a gc removed stay mapped (their space held).
+    static let recheckInterval: UInt64 = 1_000_000_000
 
     /// Reads the packs under `objectsPack` (`<mirror>/objects/pack`) lazily, on the first read.
     init(objectsPack: String) {
@@ -30,21 +38,32 @@ final class PackReader: Sendable {
     /// deltified); nil when it is loose, not a blob, or anything does not check out (the caller falls
     /// back to libgit2).
     func blob(_ id: ObjectID) -> BlobBuffer? {
-        for pack in packs() {
-            guard let i = pack.position(of: id) else { continue }
-            return pack.blob(position: i, id: id, bases: Self.bases)
+        var looked = packs(lookNow: false)
+        while true {
+            for pack in looked.packs {
+                guard let i = pack.position(of: id) else { continue }
+                return pack.blob(position: i, id: id, bases: Self.bases)
+            }
+            // Not in the packs as last seen: unless they were just looked at, look again (a fetch).
+            guard !looked.fresh else { return nil }
+            looked = packs(lookNow: true)
         }
-        return nil
     }
 
-    /// The current packs: rescanned (`stat` of the directory, then the `*.idx` files) when the
-    /// directory's mtime moved since the last scan, so a fetch or gc is seen at the next read and a pack
-    /// gc removed is unmapped once no reader holds it.
-    func packs() -> [MappedPack] {
+    /// The current packs, and whether the directory was looked at by this call. It is looked at
+    /// (`stat`, then the `*.idx` files when its mtime moved) when `lookNow` or when the last look is
+    /// older than `recheckInterval`, so a pack gc removed is unmapped once no reader holds it.
+    func packs(lookNow: Bool) -> (packs: [MappedPack], fresh: Bool) {
+        let now = Self.monotonicNanoseconds()
+        let current = state.withLock { s -> [MappedPack]? in
+            lookNow || s.stamp == nil || now &- s.checked >= Self.recheckInterval ? nil : s.packs
+        }
+        if let current { return (current, false) }
         var st = stat()
-        guard stat(directory, &st) == 0 else { return [] }
+        guard stat(directory, &st) == 0 else { return ([], true) }
         let stamp = (sec: st.st_mtim.tv_sec, nsec: st.st_mtim.tv_nsec)
-        return state.withLock { s in
+        let packs = state.withLock { s -> [MappedPack] in
+            s.checked = now
             if let old = s.stamp, old == stamp { return s.packs }
             var kept: [String: MappedPack] = [:]
             for p in s.packs { kept[p.name] = p }
@@ -63,6 +82,14 @@ final class PackReader: Sendable {
             s.stamp = stamp
             return fresh
         }
+        return (packs, true)
+    }
+
+    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
+    private static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     /// Names of the `*.idx` files in `dir` (`opendir`/`readdir`), sorted for a stable order.

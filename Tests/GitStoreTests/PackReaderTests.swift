@@ -254,11 +254,13 @@ import TestSupport
         let second = trimmed(try git("rev-parse", "main:added.bin", cwd: m.path))
         #expect(try bytes(repo, second) == added)
         #expect(repo.blobsReadFromPacks == 2)
-        // gc folds both into a new pack and deletes the old ones: the next read maps the new pack and
-        // the deleted ones are unmapped (no "(deleted)" pack left in this process's mappings).
+        // gc folds both into a new pack and deletes the old ones: the first read after the reader's
+        // recheck interval maps the new pack and the deleted ones are unmapped (no "(deleted)" pack left
+        // in this process's mappings). Reads within the interval may still use the old mappings.
         try git("repack", "-q", "-a", "-d", cwd: m.path)
         let newPacks = try packs()
         #expect(newPacks.count == 1 && !oldPacks.contains(newPacks[0]))
+        usleep(1_100_000)
         #expect(try bytes(repo, first) == (try gitBytes(["cat-file", "blob", first], cwd: m.path).stdout))
         #expect(repo.blobsReadFromPacks == 3)
         let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
