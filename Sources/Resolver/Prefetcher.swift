@@ -3,9 +3,10 @@ import Foundation
 import GitStore
 import Synchronization
 
+import Threads
+
 #if canImport(Glibc)
 import Glibc
-import Threads
 #endif
 
 /// A stop request shared by a prefetch and whoever wants to stop it (a SIGINT handler, a test).

@@ -98,7 +98,7 @@ extension MountTests {
         }
 
         /// Two branches whose trees are all distinct: `main` with 2 + 3 + 1 trees below the root, `other`
-        /// with 2. Returns the repository path and the number of trees (root included) of each branch.
+        /// with 2, made at `src`. Returns the number of trees (root included) of each branch.
         static func twoBranches(at src: String) throws -> (main: Int, other: Int) {
             var files: [(String, [UInt8])] = []
             for d in ["a", "b"] {
