@@ -2,7 +2,6 @@ import ContentCache
 import Foundation
 import GitStore
 import Synchronization
-
 import Threads
 
 #if canImport(Glibc)

@@ -18,8 +18,9 @@ import Threads
 /// Bounded: one worker thread; at most 64 walks, 256 directories and `maxQueued` blobs queued (further
 /// ones are dropped); blobs larger than `maxBlobSize` skipped, at most 2048 files and 64 MiB per
 /// directory; each directory scheduled once (the sets of scheduled directories and walked trees are
-/// reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and joins the thread. Loads go through the same single-flight loader as readers, so a reader that wants a
-/// blob being speculated waits for that load instead of starting another. Thread-safe.
+/// reset when they grow past 16k/64k). Tracked: `shutdown()` drops the queues and joins the thread.
+/// Loads go through the same single-flight loader as readers, so a reader that wants a blob being
+/// speculated waits for that load instead of starting another. Thread-safe.
 final class Speculator: @unchecked Sendable {
     private let maxQueued: Int
     private let maxBlobSize: Int
