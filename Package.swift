@@ -31,15 +31,20 @@ let package = Package(
         .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", "CDeflate", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
-        // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.
-        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // Read model: commit -> tree -> entry -> blob, bounded tree/size caches, the chain of blob sources
+        // (opened, pending, content cache, packs) with single-flight, counting and fill-back.
+        .target(name: "ReadModel", dependencies: ["GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // Read-ahead: a mount's background work (cache filler, speculator) on one shared bounded queue.
+        .target(name: "ReadAhead", dependencies: ["ReadModel", "GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // Prefetch: `gitfs prefetch` (parallel walk and load of revisions) and git-style pathspec globs.
+        .target(name: "Prefetch", dependencies: ["ReadModel", "GitStore", "ContentCache", "Threads"], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
         .target(name: "FuseServer", dependencies: ["CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitFS", dependencies: ["ReadModel", "ReadAhead", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "GitStore", "ContentCache", "Resolver", "GitFS",
+            "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),
@@ -51,7 +56,7 @@ let package = Package(
         .testTarget(name: "GitStoreTests", dependencies: ["GitStore", "TestSupport"]),
         .testTarget(name: "ContentCacheTests", dependencies: ["ContentCache", "GitStore", "TestSupport"]),
         .testTarget(name: "FuseServerTests", dependencies: ["FuseServer", "TestSupport"]),
-        .testTarget(name: "GitFSTests", dependencies: ["GitFS", "Resolver", "GitStore", "ContentCache", "TestSupport"]),
+        .testTarget(name: "GitFSTests", dependencies: ["GitFS", "ReadModel", "Prefetch", "GitStore", "ContentCache", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,7 +3,8 @@ import Foundation
 import FuseServer
 import GitStore
 import Logging
-import Resolver
+import ReadModel
+import ReadAhead
 
 /// How to mount a home.
 public struct MountConfiguration: Sendable {
@@ -44,7 +45,7 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
-        resolver = Resolver(store: store, cache: cache, backgroundFill: true, logger: logger)
+        resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
         resolver.warmUp()
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()

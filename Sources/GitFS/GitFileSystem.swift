@@ -3,7 +3,7 @@ import Foundation
 import FuseServer
 import GitStore
 import Logging
-import Resolver
+import ReadModel
 import Synchronization
 
 /// The kernel's page cache of a mount's files, as the filesystem may use it: whether the kernel holds
@@ -413,7 +413,7 @@ public final class GitFileSystem: FuseFileSystem {
             case .notADirectory: throw .notDirectory
             case .git(let g) where g.kind == .notFound: throw .noEntry
             default:
-                logger.error("request failed", metadata: ["error": "\(error)"])
+                if !error.isLogged { logger.error("request failed", metadata: ["error": "\(error)"]) }
                 throw .io
             }
         }

@@ -1,5 +1,5 @@
 import GitStore
-import Resolver
+import ReadModel
 
 /// A repository view compared by identity: a mirror removed and cloned again under the same name is a
 /// new repository with new nodes.

@@ -304,19 +304,19 @@ public final class Repository: Sendable {
         try blobBuffer(id).withUnsafeBytes { Array($0) }
     }
 
-    /// The entry at `path` ("a/b/c"; empty components ignored) in the tree of `commit`; nil when absent or
-    /// when a component on the way is not a directory. "" gives the root tree as an entry with mode
-    /// 0o040000 and an empty name.
+    /// The tree as gitfs shows it: names git would not check out set aside (`TreeListing`).
+    public func listing(_ id: ObjectID) throws(GitStoreError) -> TreeListing {
+        TreeListing(try tree(id))
+    }
+
+    /// The entry at `path` ("a/b/c"; empty components ignored) in the tree of `commit`, walked over shown
+    /// names only (`TreeWalk`, as the mount does); nil when absent or when a component on the way is not
+    /// a directory. "" gives the root tree as an entry with mode 0o040000 and an empty name.
     public func entry(commit: ObjectID, path: String) throws(GitStoreError) -> TreeEntry? {
-        let info = try self.commit(commit)
-        var current = TreeEntry(name: [], mode: 0o040000, oid: info.tree)
-        for component in path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
-            guard current.kind == .directory else { return nil }
-            let entries = try tree(current.oid)
-            guard let next = entries.first(where: { $0.name.elementsEqual(component) }) else { return nil }
-            current = next
-        }
-        return current
+        let root = try self.commit(commit).tree
+        let walked = try TreeWalk.walk(root: root, path: path) { id throws(GitStoreError) in try self.listing(id) }
+        guard case .found(let e) = walked else { return nil }
+        return e
     }
 
     /// Whether the object exists in the mirror (`git_odb_exists`).

@@ -1,6 +1,6 @@
 import ArgumentParser
 import GitStore
-import Resolver
+import ReadModel
 
 /// `gitfs cat NAME REV:PATH`: the exact bytes of a file, read through the resolver and content cache the
 /// mount uses (a miss is loaded from the packs once and cached).

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import GitStore
-import Resolver
+import Prefetch
+import ReadModel
 
 /// Stopped by SIGINT; created before the handler is installed (the handler only does an atomic store).
 private let prefetchInterrupt = PrefetchCancellation()

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import GitFS
 import GitStore
-import Resolver
+import ReadModel
 
 /// `gitfs stats [MOUNTPOINT] [--json]`: the counters of a running mount and the cache totals.
 struct Stats: ParsableCommand {

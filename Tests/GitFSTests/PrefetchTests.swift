@@ -1,7 +1,8 @@
 import ContentCache
 import Foundation
 import GitStore
-import Resolver
+import Prefetch
+import ReadModel
 import Testing
 import TestSupport
 #if canImport(Glibc)

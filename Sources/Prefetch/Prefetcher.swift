@@ -1,6 +1,7 @@
 import ContentCache
 import Foundation
 import GitStore
+import ReadModel
 import Synchronization
 import Threads
 
@@ -8,98 +9,13 @@ import Threads
 import Glibc
 #endif
 
-/// A stop request shared by a prefetch and whoever wants to stop it (a SIGINT handler, a test).
-/// `cancel()` is async-signal-safe (one atomic store). Thread-safe.
-public final class PrefetchCancellation: Sendable {
-    private let flag = Atomic<Bool>(false)
-
-    public init() {}
-
-    /// Asks the prefetch to stop: workers finish the object in hand and take no other.
-    public func cancel() { flag.store(true, ordering: .relaxed) }
-
-    public var isCancelled: Bool { flag.load(ordering: .relaxed) }
-}
-
-/// Where a prefetch stands; handed to the progress callback. A value.
-public struct PrefetchProgress: Sendable, Equatable {
-    public enum Phase: Sendable, Equatable { case walking, checking, loading }
-    public var phase: Phase
-    /// Trees read so far (walking) / objects checked (checking) / objects loaded or failed (loading).
-    public var objectsDone: Int
-    /// Objects to check or load in this phase (0 while walking).
-    public var objectsTotal: Int
-    /// Content bytes loaded so far and to load in all (loading only).
-    public var bytesDone: Int
-    public var bytesTotal: Int
-    public var elapsed: Duration
-
-    /// One line for a terminal: objects and bytes done of total, rate, time left.
-    public var line: String {
-        switch phase {
-        case .walking:
-            return "prefetch: reading trees: \(objectsDone) read"
-        case .checking:
-            return "prefetch: checking the cache: \(objectsDone)/\(objectsTotal) objects"
-        case .loading:
-            let secs = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
-            let rate = Double(bytesDone) / secs
-            var text = "prefetch: \(objectsDone)/\(objectsTotal) objects, \(ByteCount.format(bytesDone))/\(ByteCount.format(bytesTotal)), \(ByteCount.format(Int(rate)))/s"
-            if bytesDone > 0, bytesTotal > bytesDone, rate > 0 {
-                let left = Int((Double(bytesTotal - bytesDone) / rate).rounded(.up))
-                text += String(format: ", %d:%02d left", left / 60, left % 60)
-            }
-            return text
-        }
-    }
-}
-
-/// The outcome of a prefetch. A value.
-public struct PrefetchSummary: Sendable, CustomStringConvertible {
-    /// Objects missing from the cache when checked that this run loaded (or, rarely, saw loaded by a
-    /// mount or another prefetch meanwhile), and their content bytes.
-    public var loaded = 0
-    public var loadedBytes = 0
-    /// Matching objects that were in the cache already.
-    public var alreadyCached = 0
-    /// Objects that could not be loaded; the first few with their path and error.
-    public var failed = 0
-    public var failures: [(path: String, id: ObjectID, error: String)] = []
-    /// Matching objects not attempted because the run was cancelled.
-    public var skipped = 0
-    public var interrupted = false
-    public var seconds = 0.0
-    /// Distinct matching blobs across all revisions.
-    public var matched = 0
-
-    /// `prefetched 1234 objects (56.7 MiB) in 3.2 s; 100 already cached; 0 failed` (plus
-    /// `; interrupted, N not attempted` after a cancel).
-    public var description: String {
-        var s = String(format: "prefetched %d objects (%@) in %.1f s; %d already cached; %d failed",
-                       loaded, ByteCount.format(loadedBytes), seconds, alreadyCached, failed)
-        if interrupted { s += "; interrupted, \(skipped) not attempted" }
-        return s
-    }
-}
-
-/// Byte counts for people: B, KiB, MiB, GiB.
-public enum ByteCount {
-    public static func format(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = Double(n)
-        var i = 0
-        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
-        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
-    }
-}
-
 /// Loads into the content cache every blob (files, executables, symlinks; not submodules) of one or
 /// more revisions of a repository whose path matches a `PathFilter`.
 ///
 /// How: the trees of all revisions are walked in parallel breadth-first (a tree reached twice at the
 /// same place is read once; subtrees no pattern can match are skipped), the distinct blob ids are
 /// collected, those already in the cache are skipped, and the rest are loaded by `jobs` worker threads
-/// through the resolver's loader (as `RepoView.ensureCached` does) — single-flight with any mount of the same home, each worker on its
+/// through the read model's chain (`RepoView.ensureCached`) — single-flight within the process, each worker on its
 /// own pooled libgit2 handle, every blob verified against its id before it is published. Workers are
 /// real threads, bounded by `jobs` and joined before `run` returns; nothing outlives the call.
 /// Cancellation (`PrefetchCancellation`) is checked before each object: workers finish the object in
@@ -141,8 +57,8 @@ public final class Prefetcher: Sendable {
 
     /// Walks, checks and loads (see the type's documentation). `onProgress` is called from a separate
     /// thread at most once per `progressInterval` while work is going on, and once more at the end.
-    /// Throws only for a bad revision or an unreadable tree; failures of single blobs are counted in
-    /// the summary.
+    /// Throws only for a bad revision or an unreadable tree; failures of single blobs (loads, and
+    /// stores into the cache) are counted in the summary.
     public func run(revisions: [String], progressInterval: Duration = .milliseconds(100),
                     onProgress: (@Sendable (PrefetchProgress) -> Void)? = nil) throws(ResolverError) -> PrefetchSummary {
         let start = ContinuousClock.now
@@ -177,7 +93,7 @@ public final class Prefetcher: Sendable {
         state.phase.store(1, ordering: .relaxed)
         state.total.store(blobs.count, ordering: .relaxed)
         state.done.store(0, ordering: .relaxed)
-        let cache = view.resolver.cache
+        let cache = view.cache
         let missing = Mutex<[(index: Int, size: Int)]>([])
         let cachedCount = Atomic<Int>(0)
         let next = Atomic<Int>(0)
@@ -208,6 +124,7 @@ public final class Prefetcher: Sendable {
         let loadedCount = Atomic<Int>(0)
         let loadedBytes = Atomic<Int>(0)
         let failures = Mutex<(count: Int, first: [(path: String, id: ObjectID, error: String)])>((0, []))
+        let notStored = Mutex<(count: Int, reason: String?)>((0, nil))
         let next2 = Atomic<Int>(0)
         let view = self.view
         if !cancellation.isCancelled {
@@ -217,17 +134,24 @@ public final class Prefetcher: Sendable {
                     guard i < toLoad.count else { break }
                     let (index, size) = toLoad[i]
                     let blob = blobs[index]
-                    do {
-                        // Missing when checked: straight to the single-flight loader (it looks in the
+                    do throws(ResolverError) {
+                        // Missing when checked: through the chain's single-flight load (it looks in the
                         // cache once more, so an object another process filled meanwhile is not reloaded).
-                        _ = try view.load(blob.id, key: blob.id.withUnsafeBytes { CacheKey(raw: $0) }, deferStore: false)
-                        loadedCount.add(1, ordering: .relaxed)
-                        loadedBytes.add(size, ordering: .relaxed)
+                        switch try view.ensureCached(blob.id) {
+                        case .present, .loaded:
+                            loadedCount.add(1, ordering: .relaxed)
+                            loadedBytes.add(size, ordering: .relaxed)
+                        case .loadedNotStored(let why):
+                            notStored.withLock { n in
+                                n.count += 1
+                                if n.reason == nil { n.reason = why.description }
+                            }
+                        }
                     } catch {
                         let path = String(decoding: blob.path, as: UTF8.self)
                         failures.withLock { (f: inout (count: Int, first: [(path: String, id: ObjectID, error: String)])) in
                             f.count += 1
-                            if f.first.count < 5 { f.first.append((path, blob.id, String(describing: error))) }
+                            if f.first.count < 5 { f.first.append((path, blob.id, error.description)) }
                         }
                     }
                     state.bytesDone.add(size, ordering: .relaxed)
@@ -238,12 +162,15 @@ public final class Prefetcher: Sendable {
         summary.loaded = loadedCount.load(ordering: .relaxed)
         summary.loadedBytes = loadedBytes.load(ordering: .relaxed)
         let f = failures.withLock { $0 }
-        summary.failed = f.count
+        let n = notStored.withLock { $0 }
+        summary.notStored = n.count
+        summary.notStoredReason = n.reason
+        summary.failed = f.count + n.count
         summary.failures = f.first
         summary.interrupted = cancellation.isCancelled
         summary.skipped = summary.matched - summary.loaded - summary.alreadyCached - summary.failed
         summary.seconds = Self.seconds(ContinuousClock.now - start)
-        view.resolver.cache.flushUsage()
+        view.cache.flushUsage()
         state.finished.store(true, ordering: .releasing)
         reporter?.join()
         onProgress?(state.snapshot(elapsed: ContinuousClock.now - start))
@@ -289,12 +216,9 @@ public final class Prefetcher: Sendable {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard i < current.count else { break }
                     let (treeID, dir) = current[i]
-                    let tree: ParsedTree
-                    do { tree = try view.tree(treeID) } catch let e as ResolverError {
-                        firstError.withLock { if $0 == nil { $0 = e } }
-                        break
-                    } catch {
-                        firstError.withLock { if $0 == nil { $0 = .notFound("tree \(treeID): \(error)") } }
+                    let tree: TreeListing
+                    do throws(ResolverError) { tree = try view.tree(treeID) } catch {
+                        firstError.withLock { if $0 == nil { $0 = error } }
                         break
                     }
                     for e in tree.entries {

@@ -50,6 +50,14 @@ public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Send
         }
     }
 
+    /// Drops the value of `key`, if cached.
+    public func remove(_ key: Key) {
+        shards[shard(key)].state.withLock { g in
+            if let gone = g.young.removeValue(forKey: key) { g.youngBytes -= gone.1 }
+            g.old.removeValue(forKey: key)
+        }
+    }
+
     private static func insert(_ g: inout Generations, _ key: Key, _ value: Value, _ bytes: Int, limit: Int) {
         if let previous = g.young.updateValue((value, bytes), forKey: key) {
             g.youngBytes -= previous.1

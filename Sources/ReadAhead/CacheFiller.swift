@@ -1,0 +1,130 @@
+import ContentCache
+import GitStore
+import Logging
+import ReadModel
+import Synchronization
+
+/// Publishes freshly loaded blobs to the content cache off the read path: a reader gets the inflated
+/// bytes at once, and the fill lane of the background queue verifies, compresses and writes them
+/// afterwards. Until an entry is written its bytes stay findable here — this is the chain's "pending"
+/// blob source — so no second load happens.
+///
+/// Bounded: at most `maxPendingBytes` of small blobs wait, plus blobs larger than `largeBlob` up to
+/// `maxLargeBytes` in all, or one of any size (they are in memory anyway, having just been inflated;
+/// compressing a 100 MB blob on the reader's path took longer than inflating it), and at most 65,536
+/// blobs. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
+/// shutdown are dropped (loaded again when next read) and release their bytes. A store that fails is
+/// logged once per kind (a full disk by the cache itself); the bytes were served from the pack, whose
+/// zlib streams carry their own checksums. Thread-safe.
+final class CacheFiller: BlobSource {
+    let name = "pending"
+    let role = BlobSourceRole.held
+    private let cache: ContentCache
+    private let logger: Logger
+    private let queue: BackgroundQueue
+    private let lane: Int
+    private let maxPendingBytes: Int
+    private let largeBlob: Int
+    private let maxLargeBytes: Int
+
+    private struct Budget {
+        var count = 0
+        var bytes = 0
+        var largeBytes = 0
+    }
+    /// What the pending bytes use; changed together with the shards (the shard lock is taken inside).
+    private let budget = Mutex(Budget())
+    /// The bytes waiting to be written, sharded by id so readers looking for them take only their
+    /// shard's lock.
+    private let pending: [PendingShard] = (0..<16).map { _ in PendingShard() }
+    private final class PendingShard: Sendable {
+        let map = Mutex<[ObjectID: BlobBuffer]>([:])
+        func withLock<R>(_ body: (inout [ObjectID: BlobBuffer]) -> R) -> R { map.withLock { body(&$0) } }
+    }
+    private let failureLogged = Atomic<Bool>(false)
+
+    init(cache: ContentCache, logger: Logger, queue: BackgroundQueue, lane: Int, maxPendingBytes: Int = 64 << 20,
+         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 512 << 20) {
+        self.cache = cache
+        self.logger = logger
+        self.queue = queue
+        self.lane = lane
+        self.maxPendingBytes = maxPendingBytes
+        self.largeBlob = largeBlob
+        self.maxLargeBytes = maxLargeBytes
+    }
+
+    private func shard(_ id: ObjectID) -> PendingShard {
+        pending[id.withUnsafeBytes { Int($0[0] & 15) }]
+    }
+
+    // MARK: BlobSource
+
+    func size(of request: BlobRequest) -> Int? { shard(request.id).withLock { $0[request.id]?.count } }
+
+    func open(_ request: BlobRequest) -> LoadedBlob? { shard(request.id).withLock { $0[request.id] }.map { .memory($0) } }
+
+    func contains(_ request: BlobRequest) -> Bool { shard(request.id).withLock { $0[request.id] != nil } }
+
+    /// Takes a deferred fill within the bounds; nil (the chain stores it now) otherwise.
+    func accept(_ request: BlobRequest, _ bytes: BlobBuffer, mode: FillMode) -> FillResult? {
+        guard mode == .deferred, reserve(request.id, bytes) else { return nil }
+        let (id, key) = (request.id, request.key)
+        let queued = queue.submit(lane: lane, { [self] in
+            store(key, id: id, bytes)
+            release(id)
+        }, dropped: { [self] in release(id) })
+        if !queued {
+            release(id)
+            return nil
+        }
+        return .deferred
+    }
+
+    // MARK: inside
+
+    private func reserve(_ id: ObjectID, _ bytes: BlobBuffer) -> Bool {
+        budget.withLock { b in
+            guard b.count < 65_536 else { return false }
+            if bytes.count > largeBlob {
+                guard b.largeBytes == 0 || b.largeBytes + bytes.count <= maxLargeBytes else { return false }
+            } else {
+                guard b.bytes + bytes.count <= maxPendingBytes else { return false }
+            }
+            let inserted = shard(id).withLock { map -> Bool in
+                guard map[id] == nil else { return false }
+                map[id] = bytes
+                return true
+            }
+            guard inserted else { return false }
+            b.count += 1
+            if bytes.count > largeBlob { b.largeBytes += bytes.count } else { b.bytes += bytes.count }
+            return true
+        }
+    }
+
+    private func release(_ id: ObjectID) {
+        budget.withLock { b in
+            guard let held = shard(id).withLock({ $0.removeValue(forKey: id) }) else { return }
+            b.count -= 1
+            if held.count > largeBlob { b.largeBytes -= held.count } else { b.bytes -= held.count }
+        }
+    }
+
+    private func store(_ key: CacheKey, id: ObjectID, _ bytes: BlobBuffer) {
+        let outcome = bytes.withUnsafeBytes { raw in
+            Result { () throws(CacheError) in try cache.store(key, content: raw, verified: bytes.isVerified) }
+        }
+        guard case .failure(let error) = outcome else { return }
+        switch error.kind {
+        case .noSpace:
+            break   // the cache logs a full disk once; the blob was served anyway
+        case .verifyFailed:
+            logger.error("a blob's content does not match its id; not cached", metadata: ["object": "\(id)", "error": "\(error)"])
+        default:
+            if !failureLogged.exchange(true, ordering: .relaxed) {
+                logger.error("blobs are not being written to the content cache", metadata: ["object": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+}

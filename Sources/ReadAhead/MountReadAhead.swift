@@ -1,0 +1,37 @@
+import ContentCache
+import GitStore
+import Logging
+import ReadModel
+
+/// A mount's work off the read path, on one shared `BackgroundQueue`: the cache filler (fill lane:
+/// two threads at background priority) and the speculator (read-ahead lane: one thread, listings
+/// walked before sibling blobs are loaded). Plugged into the read model as its `ReadAheadHooks`.
+/// `shutdown()` drops what is queued, lets the stores in progress finish and joins every thread.
+/// Thread-safe.
+public final class MountReadAhead: ReadAheadHooks {
+    private let queue: BackgroundQueue
+    private let filler: CacheFiller
+    private let speculator: Speculator
+    static let fillLane = 0, readAheadLane = 1
+
+    public init(cache: ContentCache, logger: Logger, fillThreads: Int = 2) {
+        queue = BackgroundQueue(lanes: [
+            .init(threads: fillThreads, background: true, queueLimits: [65_536]),
+            .init(threads: 1, background: false, queueLimits: Speculator.queueLimits),
+        ])
+        filler = CacheFiller(cache: cache, logger: logger, queue: queue, lane: Self.fillLane)
+        speculator = Speculator(queue: queue, lane: Self.readAheadLane)
+    }
+
+    public var pendingContent: any BlobSource { filler }
+
+    public func listing(_ view: RepoView, tree: ObjectID) {
+        speculator.scheduleWalk(view, tree: tree)
+    }
+
+    public func readingDirectory(_ view: RepoView, tree: ObjectID, feed: SiblingFeed) {
+        speculator.schedule(view, tree: tree, feed: feed)
+    }
+
+    public func shutdown() { queue.shutdown() }
+}

@@ -1,0 +1,83 @@
+import ContentCache
+import GitStore
+
+/// Blob contents opened lately, by id: the chain's first source, so reads that come without a file
+/// handle (the mount's no-open mode asks per request) do not reopen a cache entry each time. Bounded
+/// in bytes (a cache entry counts 64 KiB — it holds one descriptor — content in memory its size).
+/// Thread-safe (sharded locks).
+final class OpenedContent: BlobSource {
+    let name = "opened"
+    let role = BlobSourceRole.held
+    private let table: BoundedCache<ObjectID, LoadedBlob>
+
+    init(maxBytes: Int) { table = BoundedCache(maxBytes: maxBytes) }
+
+    func size(of request: BlobRequest) -> Int? { table.value(for: request.id)?.size }
+
+    func open(_ request: BlobRequest) -> LoadedBlob? { table.value(for: request.id) }
+
+    /// Keeps content a reader opened.
+    func remember(_ id: ObjectID, _ blob: LoadedBlob) {
+        let bytes: Int
+        switch blob {
+        case .cached: bytes = 64 << 10
+        case .memory(let b): bytes = b.count
+        }
+        table.set(blob, for: id, bytes: bytes)
+    }
+
+    /// Forgets content found damaged.
+    func forget(_ id: ObjectID) { table.remove(id) }
+}
+
+/// The local content cache (cache-layout.md) as a blob source: sizes from its in-memory index (no I/O),
+/// content from its entries, and every fill stored at once (verified against the id first, unless the
+/// pack reader verified the bytes already). Thread-safe (the cache is).
+public final class CacheSource: BlobSource {
+    public let name = "cache"
+    public let role = BlobSourceRole.held
+    public var isDurable: Bool { true }
+    public let cache: ContentCache
+
+    public init(cache: ContentCache) { self.cache = cache }
+
+    public func size(of request: BlobRequest) -> Int? { cache.indexedSize(request.key) }
+
+    public func open(_ request: BlobRequest) -> LoadedBlob? { cache.lookup(request.key).map { .cached($0) } }
+
+    /// True when an entry exists (no decompression, no checks).
+    public func contains(_ request: BlobRequest) -> Bool { cache.contains(request.key) }
+
+    public func accept(_ request: BlobRequest, _ bytes: BlobBuffer, mode: FillMode) -> FillResult? {
+        let outcome = bytes.withUnsafeBytes { raw in
+            Result { () throws(CacheError) in try cache.store(request.key, content: raw, verified: bytes.isVerified) }
+        }
+        switch outcome {
+        case .success: return .stored
+        case .failure(let e): return .failed(e)
+        }
+    }
+}
+
+/// The repository's own packs: gitfs's pack reader for whole entries, libgit2 for deltified and loose
+/// objects (`Repository.blobBuffer`), and object headers for sizes (never inflates). Thread-safe.
+public struct PackSource: BlobSource {
+    public let name = "packs"
+    public let role = BlobSourceRole.loader
+
+    public init() {}
+
+    public func size(of request: BlobRequest) throws(ResolverError) -> Int? {
+        do { return try request.repository.header(request.id).size } catch {
+            if error.kind == .notFound { return nil }
+            throw .git(error)
+        }
+    }
+
+    public func open(_ request: BlobRequest) throws(ResolverError) -> LoadedBlob? {
+        do { return .memory(try request.repository.blobBuffer(request.id)) } catch {
+            if error.kind == .notFound { return nil }
+            throw .git(error)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import ContentCache
+import Foundation
+import GitStore
+import Logging
+import Synchronization
+
+/// Finds or opens the view of each repository of a home, and holds what all views share: the content
+/// cache, the in-memory caches of parsed trees, blob sizes and commits (bounded in bytes), the chain of
+/// blob sources (with its single-flight loads and counters) and the read-ahead hooks of a mount.
+/// Thread-safe; opening a view is one atomic find-or-create.
+public final class Resolver: Sendable {
+    public let store: MirrorStore
+    public let cache: ContentCache
+    let trees: BoundedCache<ObjectID, TreeListing>
+    let sizes: BoundedCache<ObjectID, Int>
+    let commits: BoundedCache<ObjectID, CommitInfo>
+    let chain: BlobChain
+    let logger: Logger
+    private let views = Mutex<[String: RepoView]>([:])
+    /// Trees parsed by read-ahead walks.
+    let treesReadAhead = Atomic<Int>(0)
+
+    /// Background fills and read-ahead (mounts); nil for commands, which store before they return.
+    let readAhead: (any ReadAheadHooks)?
+
+    /// - Parameters:
+    ///   - treeCacheBytes: budget of the parsed-tree cache.
+    ///   - memoryServeLimit: blobs up to this size are handed to readers from memory right after a load;
+    ///     larger ones that were stored are read back from the content cache, so memory stays bounded.
+    ///   - readAhead: a mount's background work (see `ReadAheadHooks`); call `shutdown()` before
+    ///     exiting so pending fills are written or dropped cleanly.
+    ///   - loaders: the blob sources asked after the held ones, in order (default: the local packs).
+    public init(store: MirrorStore, cache: ContentCache, treeCacheBytes: Int = 64 << 20,
+                memoryServeLimit: Int = 1 << 20, readAhead: (any ReadAheadHooks)? = nil,
+                loaders: [any BlobSource] = [PackSource()],
+                logger: Logger = Logger(label: "gitfs.resolver")) {
+        self.store = store
+        self.cache = cache
+        self.readAhead = readAhead
+        self.trees = BoundedCache(maxBytes: treeCacheBytes)
+        self.sizes = BoundedCache(maxBytes: 8 << 20)
+        self.commits = BoundedCache(maxBytes: 4 << 20)
+        self.logger = logger
+        var held: [any BlobSource] = []
+        if let pending = readAhead?.pendingContent { held.append(pending) }
+        held.append(CacheSource(cache: cache))
+        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders,
+                          memoryServeLimit: memoryServeLimit, logger: logger)
+    }
+
+    /// Opens a content cache in a home with git's blob hash as its verifier.
+    public static func openCache(home: Home) throws(CacheError) -> ContentCache {
+        let cache = try ContentCache(directory: home.cachePath, verifier: { key, content in
+            let actual = GitHash.blobID(of: content)
+            return actual.withUnsafeBytes { CacheKey(raw: $0) } == key
+        })
+        cache.missRescanInterval = .milliseconds(50)
+        return cache
+    }
+
+    /// Does the one-time work of the first requests ahead of them: libgit2's initialisation (with
+    /// mbedTLS it parses the system's CA bundle, ~10 ms), OpenSSL's SHA-1 set-up, opening the views of
+    /// up to `maxRepositories` repositories and (mounts) reading the listings of their default branches
+    /// ahead in the background, as a listing would (bounded, see ReadAheadHooks). Errors are left for
+    /// the requests that meet them.
+    public func warmUp(maxRepositories: Int = 16) {
+        _ = GitHash.blobID(of: UnsafeRawBufferPointer(start: nil, count: 0))
+        for name in store.names().prefix(maxRepositories) {
+            guard let view = try? repository(named: name), readAhead != nil,
+                  let refs = try? view.refs(), let branch = refs.defaultBranch,
+                  let commit = refs.target(of: branch, tags: false),
+                  let root = try? view.commit(commit).tree else { continue }
+            view.listing(root)
+        }
+    }
+
+    /// Stops the background work (stores in progress finish, queued ones are dropped). Idempotent.
+    public func shutdown() {
+        readAhead?.shutdown()
+    }
+
+    public var counters: ResolverCounters {
+        ResolverCounters(cacheHits: chain.hits.load(ordering: .relaxed), cacheMisses: chain.misses.load(ordering: .relaxed),
+                         blobLoads: chain.blobLoads.load(ordering: .relaxed), singleflightJoins: chain.joins.load(ordering: .relaxed),
+                         speculativeLoads: chain.speculativeLoads.load(ordering: .relaxed),
+                         treesReadAhead: treesReadAhead.load(ordering: .relaxed),
+                         sources: chain.sourceCounts)
+    }
+
+    /// The view of repository `name`, opened on first use. A view whose mirror was removed from disk is
+    /// dropped and the name reported as not found.
+    public func repository(named name: String) throws(ResolverError) -> RepoView {
+        let existing = views.withLock { $0[name] }
+        if let existing {
+            if FileManager.default.fileExists(atPath: existing.repository.path) { return existing }
+            views.withLock { map in
+                if map[name] === existing { map.removeValue(forKey: name) }
+            }
+            throw .notFound("repository '\(name)'")
+        }
+        let opened: Repository
+        do { opened = try store.open(name: name) } catch { throw .git(error) }
+        let candidate = RepoView(repository: opened, resolver: self)
+        // One atomic find-or-insert: a concurrent opener's view wins if it got there first.
+        return views.withLock { map in
+            if let winner = map[name] { return winner }
+            map[name] = candidate
+            return candidate
+        }
+    }
+}
