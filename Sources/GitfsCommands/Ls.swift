@@ -7,7 +7,12 @@ struct Ls: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ls",
         abstract: "List a tree like 'git ls-tree -l': mode, type, id, size, name.",
-        discussion: "REV: a branch, tag, (abbreviated) commit id or REV~N. Of a directory PATH its entries are listed; of any other PATH that single entry.")
+        discussion: """
+        REV: a branch, tag, (abbreviated) commit id or REV~N. Of a directory PATH its entries are listed; of \
+        any other PATH that single entry. Names are those the mount shows: entries git would not check out \
+        ('.git' in any case, '.', '..', names with '/') are listed last marked '(hidden)', and left out \
+        with -z; paths through them do not exist.
+        """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The mirror.") var name: String
     @Argument(help: ArgumentHelp("Revision and optional path.", valueName: "rev[:path]")) var spec: String
@@ -19,7 +24,11 @@ struct Ls: ParsableCommand {
         let (commit, entry) = try RevPath.lookup(repo, rev: rev, path: path ?? "")
         var out = [UInt8]()
         if entry.kind == .directory {
-            for e in try repo.tree(entry.oid) { try appendLine(&out, repo, e, name: e.name) }
+            let listing = try repo.listing(entry.oid)
+            for e in listing.entries { try appendLine(&out, repo, e, name: e.name) }
+            if !nulTerminated {
+                for e in listing.hidden { try appendLine(&out, repo, e, name: e.name, hidden: true) }
+            }
         } else {
             let shown = Array((path ?? "").utf8.split(separator: UInt8(ascii: "/")).joined(separator: [UInt8(ascii: "/")]))
             try appendLine(&out, repo, entry, name: shown)
@@ -28,7 +37,7 @@ struct Ls: ParsableCommand {
         try StandardOutput.write(out)
     }
 
-    private func appendLine(_ out: inout [UInt8], _ repo: Repository, _ e: TreeEntry, name: [UInt8]) throws {
+    private func appendLine(_ out: inout [UInt8], _ repo: Repository, _ e: TreeEntry, name: [UInt8], hidden: Bool = false) throws {
         let size: String
         switch e.kind {
         case .directory, .submodule: size = "-"
@@ -43,6 +52,7 @@ struct Ls: ParsableCommand {
             out.append(0)
         } else {
             out.append(contentsOf: GitQuote.cStyle(name))
+            if hidden { out.append(contentsOf: " (hidden)".utf8) }
             out.append(UInt8(ascii: "\n"))
         }
     }
@@ -56,7 +66,8 @@ enum RevPath {
         return (String(spec[..<colon]), String(spec[spec.index(after: colon)...]))
     }
 
-    /// Resolves REV to a commit and PATH to its entry ("" = root), or throws one clear not-found line.
+    /// Resolves REV to a commit and PATH to its entry ("" = root) over the names the mount shows
+    /// (`Repository.entry`, the one `TreeWalk`), or throws one clear not-found line.
     static func lookup(_ repo: Repository, rev: String, path: String) throws -> (ObjectID, TreeEntry) {
         let commit = try repo.resolve(rev)
         guard let entry = try repo.entry(commit: commit, path: path) else {

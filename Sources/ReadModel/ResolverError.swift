@@ -69,4 +69,12 @@ public struct BlobSourceCount: Sendable, Equatable {
     public var errors = 0
     /// Content loaded elsewhere that this source took as a fill.
     public var fills = 0
+
+    public init(name: String, hits: Int = 0, misses: Int = 0, errors: Int = 0, fills: Int = 0) {
+        self.name = name
+        self.hits = hits
+        self.misses = misses
+        self.errors = errors
+        self.fills = fills
+    }
 }
