@@ -81,19 +81,33 @@ struct Prefetch: ParsableCommand {
         for f in summary.failures {
             FileHandle.standardError.write(Data("gitfs: warning: cannot load '\(f.path)' (\(f.id)): \(f.error)\n".utf8))
         }
+        if summary.notStored > 0 {
+            // Said once, not per object: the reason is the same for all of them.
+            FileHandle.standardError.write(Data("gitfs: warning: \(summary.notStored) objects were loaded but could not be stored in the content cache: \(summary.notStoredReason ?? "unknown")\n".utf8))
+        }
         try StandardOutput.write(Array("\(summary)\n".utf8))
         if summary.interrupted { throw ExitCode(130) }
         if summary.failed > 0 {
-            throw PrefetchFailed(count: summary.failed, name: name)
+            throw PrefetchFailed(loadFailures: summary.failed - summary.notStored, notStored: summary.notStored,
+                                 name: name, cache: home.cachePath)
         }
     }
 }
 
-/// Some objects could not be loaded.
+/// Some objects could not be loaded, or were loaded but not stored: the revision is not ready offline.
 struct PrefetchFailed: Error, CustomStringConvertible {
-    let count: Int
+    let loadFailures: Int
+    let notStored: Int
     let name: String
+    let cache: String
     var description: String {
-        "\(count) objects could not be loaded (see the warnings above); check the mirror with 'git -C <home>/repos/\(name).git fsck' and run 'gitfs verify'"
+        var parts: [String] = []
+        if loadFailures > 0 {
+            parts.append("\(loadFailures) objects could not be loaded (see the warnings above); check the mirror with 'git -C <home>/repos/\(name).git fsck' and run 'gitfs verify'")
+        }
+        if notStored > 0 {
+            parts.append("\(notStored) objects could not be stored in the content cache \(cache) (see the warning above); make room or make it writable and run the prefetch again")
+        }
+        return parts.joined(separator: "; ")
     }
 }

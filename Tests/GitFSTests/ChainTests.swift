@@ -92,18 +92,19 @@ struct ChainTests {
         #expect(c.singleflightJoins + c.cacheHits == readers - 1, "\(c)")
     }
 
-    /// A mirror (one real pack, cloned with --no-local) whose `victim.bin` entry has a byte flipped in
-    /// the middle of its compressed data; `sibling.txt` is intact. Returns the home and the two ids.
-    static func damagedMirror() throws -> (dir: TempDir, victim: ObjectID, sibling: ObjectID) {
-        let dir = try TempDir("damaged")
-        let src = dir.sub("src")
+    static let siblingBytes = Array(String(repeating: "an intact sibling\n", count: 200).utf8)
+
+    /// A mirror `r` in `home` (one real pack, cloned with --no-local) whose `victim.bin` entry has a byte
+    /// flipped in the middle of its compressed data; `sibling.txt` is intact. Returns the ids and commit.
+    static func damagedMirror(home: String, work: TempDir) throws -> (victim: ObjectID, sibling: ObjectID, commit: String) {
+        let src = work.sub("src")
         try fastImportRepo(at: src, commits: [[
             ("victim.bin", pseudoRandomBytes(count: 300_000, seed: 0xDA_4A6E)),
-            ("sibling.txt", Array(String(repeating: "an intact sibling\n", count: 200).utf8)),
+            ("sibling.txt", siblingBytes),
         ]])
-        let mirror = dir.sub("home/repos/r.git")
-        try FileManager.default.createDirectory(atPath: dir.sub("home/repos"), withIntermediateDirectories: true)
-        try git("clone", "-q", "--mirror", "--no-local", src, mirror, cwd: dir.path)
+        let mirror = home + "/repos/r.git"
+        try FileManager.default.createDirectory(atPath: home + "/repos", withIntermediateDirectories: true)
+        try git("clone", "-q", "--mirror", "--no-local", src, mirror, cwd: work.path)
         let victim = try revParse(mirror, "main:victim.bin")
         let sibling = try revParse(mirror, "main:sibling.txt")
         let packDir = mirror + "/objects/pack"
@@ -121,11 +122,12 @@ struct ChainTests {
         byte ^= 0x5a
         _ = pwrite(fd, &byte, 1, off_t(offset + inPack / 2))
         close(fd)
-        return (dir, try #require(ObjectID(hex: victim)), try #require(ObjectID(hex: sibling)))
+        return (try #require(ObjectID(hex: victim)), try #require(ObjectID(hex: sibling)), try revParse(mirror, "main"))
     }
 
     @Test func aDamagedPackIsAnIOErrorAndAMissingPathIsNotFound() throws {
-        let (dir, victim, sibling) = try Self.damagedMirror()
+        let dir = try TempDir("damaged")
+        let (victim, sibling, _) = try Self.damagedMirror(home: dir.sub("home"), work: dir)
         let home = GitStore.Home(path: dir.sub("home"))
         let r = Resolver(store: MirrorStore(home: home), cache: try Resolver.openCache(home: home))
         let view = try r.repository(named: "r")
@@ -141,7 +143,7 @@ struct ChainTests {
             #expect(object == victim && repository == "r")
         }
         #expect(Self.count(r, "packs").errors == 1)
-        #expect(try view.openBlob(sibling).readAll() == Array(String(repeating: "an intact sibling\n", count: 200).utf8))
+        #expect(try view.openBlob(sibling).readAll() == Self.siblingBytes)
         #expect(!r.cache.contains(victim.withUnsafeBytes { CacheKey(raw: $0) }), "the damaged blob reached the cache")
         do { _ = try view.ensureCached(victim); Issue.record("a damaged blob was cached") } catch {
             #expect(!error.isNotFound, "\(error)")
@@ -170,5 +172,27 @@ struct ChainTests {
             #expect(!error.isNotFound, "\(error)")
             #expect(error.description.contains(ghost) && error.description.contains("'fx'"), "\(error)")
         }
+    }
+
+    @Test func aDamagedBlobReadsAsEIOThroughTheMountAndIsLoggedOnce() throws {
+        let m = try MountedHome("damaged-mount")
+        defer { m.unmount() }
+        let (victim, _, commit) = try Self.damagedMirror(home: m.home, work: m.dir)
+        try m.mount(watchdogSeconds: 90)
+        let dir = m.path("r/commits/\(commit)")
+        for attempt in 0..<2 {
+            switch readWholeFile(dir + "/victim.bin") {
+            case .success(let got): Issue.record("attempt \(attempt): a damaged blob was served (\(got.count) bytes)")
+            case .failure(let e): #expect(e.code == .EIO, "attempt \(attempt): \(e.code), not EIO")
+            }
+        }
+        #expect((try? readWholeFile(dir + "/sibling.txt").get()) == Self.siblingBytes, "the sibling still reads")
+        switch readWholeFile(dir + "/no-such-file") {
+        case .success: Issue.record("a missing name was served")
+        case .failure(let e): #expect(e.code == .ENOENT)
+        }
+        let lines = m.serverLog.split(separator: "\n").filter { $0.contains(victim.hex) }
+        #expect(lines.count == 1, "the failure is logged once with its object: \(lines)")
+        #expect(lines.first?.contains("repository=r") == true, "\(lines)")
     }
 }
