@@ -161,6 +161,19 @@ extension MountTests {
                 let walked = try walkTree(root)
                 #expect(Set(walked.keys) == ["", "good.txt", "ok", "ok/inner.txt"], "\(c): \(walked.keys.sorted())")
             }
+            // `gitfs ls` and `gitfs cat` walk the same names as the mount: hidden ones are marked, and no path
+            // leads through them.
+            let listed = try m.gitfs(["ls", "r", commits[0]])
+            #expect(listed.status == 0, "\(listed.stderr)")
+            let lines = listed.out.split(separator: "\n").map { String($0.split(separator: "\t").last ?? "") }
+            #expect(lines == ["good.txt", "ok", ". (hidden)", ".. (hidden)", ".GIT (hidden)", ".git (hidden)"], "\(listed.out)")
+            let listedZ = try m.gitfs(["ls", "-z", "r", commits[0]])
+            #expect(listedZ.out.split(separator: "\0").map { String($0.split(separator: "\t").last ?? "") } == ["good.txt", "ok"])
+            for hidden in [".git/config", ".GIT/config", "../escape.txt"] {
+                let cat = try m.gitfs(["cat", "r", "\(commits[0]):\(hidden)"])
+                #expect(cat.status == 1 && cat.stderr.contains("does not exist"), "cat \(hidden): \(cat.status) \(cat.stderr)")
+            }
+            #expect(try m.gitfs(["cat", "r", "\(commits[0]):ok/inner.txt"]).stdout == Array("inner\n".utf8))
             #expect(processAlive(pid), "server died on a crafted tree")
             #expect(try listDirectory(m.path("r/branches")).sorted() == ["evil0", "evil1", "main"])
             #expect(m.serverLog.contains("hiding") || m.serverLog.lowercased().contains("name"), "hidden names are logged")
