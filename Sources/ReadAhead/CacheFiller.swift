@@ -19,7 +19,7 @@ import Synchronization
 final class CacheFiller: BlobSource {
     let name = "pending"
     let role = BlobSourceRole.held
-    private let cache: ContentCache
+    private let cache: CacheSource
     private let logger: Logger
     private let queue: BackgroundQueue
     private let lane: Int
@@ -45,7 +45,7 @@ final class CacheFiller: BlobSource {
 
     init(cache: ContentCache, logger: Logger, queue: BackgroundQueue, lane: Int, maxPendingBytes: Int = 64 << 20,
          largeBlob: Int = 8 << 20, maxLargeBytes: Int = 512 << 20) {
-        self.cache = cache
+        self.cache = CacheSource(cache: cache)
         self.logger = logger
         self.queue = queue
         self.lane = lane
@@ -69,9 +69,9 @@ final class CacheFiller: BlobSource {
     /// Takes a deferred fill within the bounds; nil (the chain stores it now) otherwise.
     func accept(_ request: BlobRequest, _ bytes: BlobBuffer, mode: FillMode) -> FillResult? {
         guard mode == .deferred, reserve(request.id, bytes) else { return nil }
-        let (id, key) = (request.id, request.key)
+        let id = request.id
         let queued = queue.submit(lane: lane, { [self] in
-            store(key, id: id, bytes)
+            store(request, bytes)
             release(id)
         }, dropped: { [self] in release(id) })
         if !queued {
@@ -111,11 +111,9 @@ final class CacheFiller: BlobSource {
         }
     }
 
-    private func store(_ key: CacheKey, id: ObjectID, _ bytes: BlobBuffer) {
-        let outcome = bytes.withUnsafeBytes { raw in
-            Result { () throws(CacheError) in try cache.store(key, content: raw, verified: bytes.isVerified) }
-        }
-        guard case .failure(let error) = outcome else { return }
+    private func store(_ request: BlobRequest, _ bytes: BlobBuffer) {
+        guard case .failed(let error) = cache.accept(request, bytes, mode: .now) else { return }
+        let id = request.id
         switch error.kind {
         case .noSpace:
             break   // the cache logs a full disk once; the blob was served anyway
