@@ -27,7 +27,7 @@ struct Cat: ParsableCommand {
         case .submodule:
             throw GitStoreError(.wrongType, "'\(path)' is a submodule in '\(rev)' of repository '\(name)'; it has no content here")
         case .file, .executable, .symlink:
-            let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home))
+            let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home), logsFailures: false)
             let content = try resolver.repository(named: name).openBlob(entry.oid)
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
             defer { chunk.deallocate() }

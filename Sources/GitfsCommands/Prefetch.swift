@@ -8,7 +8,7 @@ import ReadModel
 private let prefetchInterrupt = PrefetchCancellation()
 
 /// `gitfs prefetch NAME [--rev REV]... [--jobs N] [--fetch] [PATTERN...]`: loads matching blobs into the
-/// content cache (logic in `Resolver.Prefetcher`).
+/// content cache (logic in `Prefetch.Prefetcher`).
 struct Prefetch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prefetch",
@@ -53,7 +53,7 @@ struct Prefetch: ParsableCommand {
                 FileHandle.standardError.write(Data("gitfs: warning: fetch failed (\(error)): prefetching from what is mirrored\n".utf8))
             }
         }
-        let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home))
+        let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home), logsFailures: false)
         let view = try resolver.repository(named: name)
 
         _ = prefetchInterrupt.isCancelled // initialise before the handler may run

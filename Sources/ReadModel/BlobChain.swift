@@ -15,7 +15,7 @@ import Synchronization
 ///   was stored is then served from the cache, so memory stays bounded;
 /// - **errors**: a source failing, or no source having an object a tree names, is one
 ///   `ResolverError.unavailable` (an I/O error for the reader), logged once per object with its
-///   repository — never "not found".
+///   repository (unless the caller reports failures itself) — never "not found".
 /// Thread-safe; no lock is held while a source works.
 final class BlobChain: Sendable {
     let opened: OpenedContent
@@ -25,6 +25,7 @@ final class BlobChain: Sendable {
     private let openedCount = SourceCounter()
     private let flights = SingleFlight<ObjectID, LoadOutcome, ResolverError>()
     private let memoryServeLimit: Int
+    private let logsFailures: Bool
     private let logger: Logger
     /// Objects whose failure was logged lately (each is logged once, not per reader or retry).
     private let loggedFailures = BoundedCache<ObjectID, Bool>(maxBytes: 256 << 10)
@@ -36,11 +37,12 @@ final class BlobChain: Sendable {
     let speculativeLoads = Atomic<Int>(0)
     let joins = Atomic<Int>(0)
 
-    init(opened: OpenedContent, sources: [any BlobSource], memoryServeLimit: Int, logger: Logger) {
+    init(opened: OpenedContent, sources: [any BlobSource], memoryServeLimit: Int, logsFailures: Bool, logger: Logger) {
         self.opened = opened
         self.sources = sources.filter { $0.role == .held } + sources.filter { $0.role == .loader }
         self.counts = self.sources.map { _ in SourceCounter() }
         self.memoryServeLimit = memoryServeLimit
+        self.logsFailures = logsFailures
         self.logger = logger
     }
 
@@ -181,7 +183,7 @@ final class BlobChain: Sendable {
                 throw failure(r, "its content does not match its id (\(e))")
             case .failed(let e):
                 // Full disk, read-only cache: the reader is served from memory anyway; said once.
-                if e.kind != .noSpace, !storeFailureLogged.exchange(true, ordering: .relaxed) {
+                if logsFailures, e.kind != .noSpace, !storeFailureLogged.exchange(true, ordering: .relaxed) {
                     logger.error("blobs are not being stored in the \(source.name): \(e)")
                 }
                 return LoadOutcome(blob: .memory(bytes), fill: .failed(e))
@@ -197,7 +199,7 @@ final class BlobChain: Sendable {
 
     /// `.unavailable` for an object (a blob, or a tree a commit names), logged once per object.
     func failure(object id: ObjectID, kind: String, repository: String, _ reason: String) -> ResolverError {
-        if loggedFailures.value(for: id) == nil {
+        if logsFailures, loggedFailures.value(for: id) == nil {
             loggedFailures.set(true, for: id, bytes: 64)
             logger.error("cannot read a \(kind)", metadata: [
                 "repository": "\(repository)", "object": "\(id.hex)", "reason": "\(reason)",

@@ -30,9 +30,11 @@ public final class Resolver: Sendable {
     ///   - readAhead: a mount's background work (see `ReadAheadHooks`); call `shutdown()` before
     ///     exiting so pending fills are written or dropped cleanly.
     ///   - loaders: the blob sources asked after the held ones, in order (default: the local packs).
+    ///   - logsFailures: log each object that cannot be read, and a cache that cannot store, once (a
+    ///     mount); commands that report every failure themselves turn it off, so nothing is said twice.
     public init(store: MirrorStore, cache: ContentCache, treeCacheBytes: Int = 64 << 20,
                 memoryServeLimit: Int = 1 << 20, readAhead: (any ReadAheadHooks)? = nil,
-                loaders: [any BlobSource] = [PackSource()],
+                loaders: [any BlobSource] = [PackSource()], logsFailures: Bool = true,
                 logger: Logger = Logger(label: "gitfs.resolver")) {
         self.store = store
         self.cache = cache
@@ -45,7 +47,7 @@ public final class Resolver: Sendable {
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
         chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders,
-                          memoryServeLimit: memoryServeLimit, logger: logger)
+                          memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }
 
     /// Opens a content cache in a home with git's blob hash as its verifier.

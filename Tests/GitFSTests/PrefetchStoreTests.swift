@@ -46,6 +46,7 @@ struct PrefetchStoreTests {
         let warnings = r.stderr.split(separator: "\n").filter { $0.hasPrefix("gitfs: warning: ") }
         #expect(errors.count == 1 && errors[0].contains("could not be stored"), "\(r.stderr)")
         #expect(warnings.count == 1 && warnings[0].contains("\(total - 1) objects were loaded but could not be stored"), "said once: \(r.stderr)")
+        #expect(!r.stderr.contains("gitfs.resolver"), "the read model repeated what prefetch says: \(r.stderr)")
 
         // Writable again: the same prefetch succeeds.
         Self.unmount(cache)
