@@ -106,6 +106,7 @@ public final class Prefetcher: Sendable {
                 if cache.contains(id.withUnsafeBytes { CacheKey(raw: $0) }) {
                     cachedCount.add(1, ordering: .relaxed)
                 } else {
+                    // The size only feeds the progress bar; a failure shows when the object is loaded.
                     local.append((i, (try? self.view.blobSize(id)) ?? 0))
                 }
                 state.done.add(1, ordering: .relaxed)

@@ -18,7 +18,9 @@ import Synchronization
 /// blobs larger than `maxBlobSize` skipped, at most 2048 files and 64 MiB per directory; each directory
 /// scheduled once (the sets of scheduled directories and walked trees are reset when they grow past
 /// 16k/64k). Loads go through the chain's single-flight like readers', so a reader that wants a blob
-/// being speculated waits for that load instead of starting another. Thread-safe.
+/// being speculated waits for that load instead of starting another. Work ahead is best effort: a failure
+/// only ends that piece of work (the chain has logged it once; a reader meeting it gets the error).
+/// Thread-safe.
 final class Speculator: Sendable {
     private let queue: BackgroundQueue
     private let lane: Int
