@@ -101,14 +101,14 @@ extension MountTests {
             #expect(background >= 4, "background fetches: \(background)")
             // Every upload-pack the daemon served ran alone: between its request and its end no other began.
             var open = Set<String>(), overlaps = 0
+            // "[CHILD] Request upload-pack for ..." and "[DAEMON] [CHILD] Disconnected".
             for line in daemon.log().split(separator: "\n") {
-                guard line.hasPrefix("["), let close = line.firstIndex(of: "]") else { continue }
-                let pid = String(line[line.index(after: line.startIndex)..<close])
-                if line.contains("Request upload-pack") {
+                let words = line.split(separator: " ")
+                if let i = words.firstIndex(of: "Request"), i > 0, words.dropFirst(i + 1).first == "upload-pack" {
                     if !open.isEmpty { overlaps += 1 }
-                    open.insert(pid)
-                } else if line.contains("Disconnected") {
-                    open.remove(pid)
+                    open.insert(String(words[i - 1]))
+                } else if let i = words.firstIndex(where: { $0.hasPrefix("Disconnected") }), i > 0 {
+                    open.remove(String(words[i - 1]))
                 }
             }
             #expect(daemon.uploadPackRequests() >= cli)

@@ -82,7 +82,8 @@ extension MountTests {
             kill(pid, SIGKILL)
             #expect(waitFor(seconds: 10) { !processAlive(pid) })
             let onDead = try s.gitfs(["mount", s.mountpoint])
-            #expect(onDead.status == 1 && onDead.stderr.contains("dead FUSE mount"), "mount on a dead mount: \(onDead.stderr)")
+            #expect(onDead.status == 1 && onDead.stderr.hasPrefix("gitfs: error: ") && onDead.stderr.contains("unmount it first"),
+                    "mount on a dead mount: \(onDead.stderr)")
             let clear = try s.gitfs(["unmount", s.mountpoint], seconds: 30)
             #expect(clear.status == 0, "unmount of the dead mount as the user: \(clear.stderr)")
             #expect(!isMountPoint(s.mountpoint))
