@@ -75,6 +75,21 @@ extension MountTests {
                     "\(closed.out)")
             let open = try user.run([gitfsBinary, "doctor", "--home", userHome])
             #expect(open.status == 0 && Self.problems(open).isEmpty, "doctor as the user with /dev/fuse open: \(open.out)")
+            // --network: the origin answers; moved away, it does not.
+            let reachable = try user.run([gitfsBinary, "doctor", "--network", "--home", userHome])
+            #expect(reachable.status == 0 && reachable.out.contains("[ok] mirror r: origin \(userSource) answers"), "\(reachable.out)")
+            #expect(rename(userSource, userSource + ".gone") == 0)
+            let unreachable = try user.run([gitfsBinary, "doctor", "--network", "--home", userHome])
+            #expect(rename(userSource + ".gone", userSource) == 0)
+            #expect(unreachable.status == 1 && Self.problems(unreachable).contains { $0.contains("mirror r: origin \(userSource) does not answer") },
+                    "\(unreachable.out)")
+            // A password in an origin URL never reaches the output.
+            try git("--git-dir=\(userHome)/repos/r.git", "config", "remote.origin.url", "https://me:s3cr3t-pw@127.0.0.1:9/x.git", cwd: "/tmp")
+            for args in [["doctor"], ["doctor", "--json"], ["doctor", "--network"]] {
+                let r = try user.run([gitfsBinary] + args + ["--home", userHome])
+                #expect(!r.out.contains("s3cr3t") && !r.stderr.contains("s3cr3t") && r.out.contains("me:***@127.0.0.1:9"),
+                        "\(args): \(r.out) \(r.stderr)")
+            }
             // The allow_other check follows the setting: without user_allow_other it is a problem.
             #expect(try user.run([gitfsBinary, "config", "allow-other", "true", "--home", userHome]).status == 0)
             let allow = try user.run([gitfsBinary, "doctor", "--home", userHome])
