@@ -197,7 +197,7 @@ public struct FuseError: Error, CustomStringConvertible, Sendable {
         case .sessionCreationFailed:
             return "fuse_session_new failed for \(mountpoint)\(extra): see the messages above"
         case .mountFailed:
-            return "fuse_session_mount failed for \(mountpoint)\(extra): are you allowed to mount (root, or user_allow_other in /etc/fuse.conf)?"
+            return "fuse_session_mount failed for \(mountpoint)\(extra): see the messages above; 'gitfs doctor' checks /dev/fuse, fusermount3 and allow_other"
         case .unmountFailed:
             return "cannot unmount \(mountpoint)\(extra): close programs using it, or run umount -l \(mountpoint) as root"
         case .system:

@@ -10,7 +10,8 @@ import Settings
 /// server in the background (its log goes to a file in the home) and returns once the mount answers.
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.")
+        commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.",
+        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, threads=N, allow_other, debug.")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing, empty directory.") var mountpoint: String

@@ -127,6 +127,11 @@ extension MountTests {
             #expect(try runGitfs(home: home.path, ["config", "fetch-interval"]).status == 1)
             #expect(try gitfsOK(home: home.path, ["config"]).out == "allow-other=false\n")
 
+            // Lines of keys this gitfs does not know (a newer one's) survive a rewrite.
+            try Data("# mine\nfuture-key = kept\nallow-other = false\n".utf8).write(to: URL(fileURLWithPath: home.sub("config")))
+            try gitfsOK(home: home.path, ["config", "fetch-interval", "1h"])
+            #expect(try gitfsOK(home: home.path, ["config"]).out == "future-key=kept\nallow-other=false\nfetch-interval=1h\n")
+
             // A stored setting that is not valid (edited by hand) stops a mount with one clear line; the
             // environment overrides it, and a flag overrides the environment.
             try Data("fetch-interval = whenever\n".utf8).write(to: URL(fileURLWithPath: home.sub("config")))
