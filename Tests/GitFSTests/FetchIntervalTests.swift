@@ -60,6 +60,17 @@ extension MountTests {
             #expect(failureLines.count == 1, "expected one log line for the failing origin, got \(failureLines.count): \(failureLines.prefix(3))")
             #expect(m.serverLog.split(separator: "\n").count < 40, "log flood: \(m.serverLog.split(separator: "\n").count) lines")
 
+            // The origin answers again (a new daemon, the mirror pointed at it): fetching resumes, and
+            // the log says so once.
+            let daemon2 = try GitDaemon.start(basePath: serve.path)
+            defer { daemon2.stop() }
+            try git("--git-dir=\(m.home)/repos/r.git", "config", "remote.origin.url", daemon2.url("origin.git"), cwd: "/tmp")
+            let fetchesBefore = try m.stats()["fetches"] ?? 0
+            // Backoff is at most 8 intervals (8 s, ±10%).
+            #expect(waitFor(seconds: 15) { ((try? m.stats())?["fetches"] ?? 0) > fetchesBefore }, "no successful fetch after the origin came back")
+            let recovered = m.serverLog.split(separator: "\n").filter { $0.contains("background fetch of 'r' works again") }
+            #expect(recovered.count == 1, "\(recovered)")
+
             // Unmount joins the fetch thread promptly, even in the middle of retries.
             let started = Date()
             let r = try m.gitfs(["unmount", m.mountpoint], seconds: 30)
