@@ -4,14 +4,10 @@ import Foundation
 /// keys this gitfs does not know are kept as they are when the file is rewritten. The file is written
 /// to a temporary file (mode 0600: values may hold credentials) and renamed into place, so readers see
 /// the old or the new file, never a part. A value type: thread-safe; two writers at once keep the last.
-public struct HomeSettings: Sendable, Equatable {
+public struct HomeSettings: Sendable {
     public let path: String
     /// Known and unknown keys in file order.
     public private(set) var entries: [(key: String, value: String)]
-
-    public static func == (a: HomeSettings, b: HomeSettings) -> Bool {
-        a.path == b.path && a.entries.map(\.key) == b.entries.map(\.key) && a.entries.map(\.value) == b.entries.map(\.value)
-    }
 
     /// The settings file of the home at `homePath`.
     public static func path(home homePath: String) -> String { homePath + "/config" }
