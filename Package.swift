@@ -40,11 +40,15 @@ let package = Package(
         .target(name: "Prefetch", dependencies: ["ReadModel", "GitStore", "ContentCache", "Threads"], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
         .target(name: "FuseServer", dependencies: ["CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // Settings kept in a home (`gitfs config`): the key table, the file, credential masking.
+        .target(name: "Settings"),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["ReadModel", "ReadAhead", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitFS", dependencies: ["ReadModel", "ReadAhead", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // `gitfs doctor`: read-only checks of FUSE access, mounts, the home, the cache and the mirrors.
+        .target(name: "Doctor", dependencies: ["GitFS", "GitStore", "ContentCache", "ReadModel", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS",
+            "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS", "Settings", "Doctor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),
