@@ -5,26 +5,23 @@
 //   gitfs-cache-bench gc CACHE_DIR MAX_SIZE PASSES         (runs gc passes back to back)
 // and one for comparing blob reads with `git cat-file --batch` (tools/bench-profile.sh-style A/B checks):
 //   gitfs-cache-bench read-blobs HOME NAME OIDS_FILE [libgit2]  (reads every blob listed, one thread)
+import Basics
 import ContentCache
 import Foundation
 import GitStore
 
-func key(_ content: UnsafeRawBufferPointer) -> CacheKey {
-    GitHash.blobID(of: content).withUnsafeBytes { CacheKey(raw: $0) }
+func key(_ content: UnsafeRawBufferPointer) -> ObjectID {
+    GitHash.blobID(of: content)
 }
 
-let gitVerifier: ContentCache.Verifier = { k, c in key(c) == k }
+let gitVerifier: ContentCache.Verifier = GitHash.isBlob
 
 func die(_ s: String) -> Never {
     FileHandle.standardError.write(Data("gitfs-cache-bench: \(s)\n".utf8))
     exit(1)
 }
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func now() -> Double { Double(MonotonicTime.now.nanoseconds) / 1e9 }
 
 @discardableResult
 func sh(_ cmd: String) -> (String, Double) {

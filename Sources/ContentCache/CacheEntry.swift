@@ -1,3 +1,4 @@
+import Basics
 import Synchronization
 
 /// An open cache entry (one blob's content). Thread-safe: `read` may be called from any number of
@@ -7,7 +8,7 @@ import Synchronization
 /// file never breaks a read in progress.
 public final class CacheEntry: Sendable {
     /// The object id this entry holds.
-    public let key: CacheKey
+    public let key: ObjectID
     /// Decompressed content size in bytes.
     public let size: Int
 

@@ -1,3 +1,4 @@
+import Basics
 /// An error of the content cache: a kind plus one line saying what went wrong and what to do.
 /// A value type; safe to share between threads.
 public struct CacheError: Error, CustomStringConvertible, Sendable, Equatable {

@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,8 +33,8 @@ struct Location: Sendable {
 
 /// One shard of the in-memory index and of the last-use set. Each map has its own lock.
 final class Shard: Sendable {
-    let index = Mutex<[CacheKey: Location]>([:])
-    let touched = Mutex<[CacheKey: UInt32]>([:])
+    let index = Mutex<[ObjectID: Location]>([:])
+    let touched = Mutex<[ObjectID: UInt32]>([:])
 }
 
 /// The on-disk content cache of cache-layout.md: blob contents keyed by git object id, zstd level 1
@@ -47,7 +48,7 @@ final class Shard: Sendable {
 public final class ContentCache: Sendable {
     /// Returns true when `content` is the blob whose object id is the key (git's SHA-1 of
     /// "blob <size>\0<content>"). Called before anything is written and by `verify`.
-    public typealias Verifier = @Sendable (CacheKey, UnsafeRawBufferPointer) -> Bool
+    public typealias Verifier = @Sendable (ObjectID, UnsafeRawBufferPointer) -> Bool
 
     /// The only format this build reads and writes (the VERSION file's first line).
     public static let formatVersion = "gitfs-cache 1"
@@ -94,7 +95,7 @@ public final class ContentCache: Sendable {
     /// wrote at most that much later (seeing them late only costs a second load of the same blob).
     public var missRescanInterval: Duration {
         get { .nanoseconds(Int64(missRescanNanos.load(ordering: .relaxed))) }
-        set { missRescanNanos.store(UInt64(max(0, newValue.components.seconds * 1_000_000_000 + newValue.components.attoseconds / 1_000_000_000)), ordering: .relaxed) }
+        set { missRescanNanos.store(UInt64(max(0, newValue.nanosecondCount)), ordering: .relaxed) }
     }
     let missRescanNanos = Atomic<UInt64>(0)
     let lastMissRescan = Atomic<UInt64>(0)
@@ -103,9 +104,7 @@ public final class ContentCache: Sendable {
     private func mayRescanOnMiss() -> Bool {
         let interval = missRescanNanos.load(ordering: .relaxed)
         if interval == 0 { return true }
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        let now = MonotonicTime.now.nanoseconds
         let last = lastMissRescan.load(ordering: .relaxed)
         guard now &- last >= interval else { return false }
         return lastMissRescan.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
@@ -177,9 +176,9 @@ public final class ContentCache: Sendable {
         return String(decoding: buf[0..<n], as: UTF8.self)
     }
 
-    func shard(_ key: CacheKey) -> Shard { shards[Int(key.firstByte & 63)] }
+    func shard(_ key: ObjectID) -> Shard { shards[Int(key.firstByte & 63)] }
 
-    func objectPath(_ key: CacheKey) -> String {
+    func objectPath(_ key: ObjectID) -> String {
         let hex = key.hex
         return objectsDir + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
     }
@@ -189,7 +188,7 @@ public final class ContentCache: Sendable {
     /// The entry for `key`, or nil on a miss. A damaged, truncated or foreign entry is removed and
     /// reported as a miss. Cost on a hit: one open and one header read (large entries) or one pread
     /// of the record (small entries). Records the key's last use in memory (flushed periodically).
-    public func lookup(_ key: CacheKey) -> CacheEntry? {
+    public func lookup(_ key: ObjectID) -> CacheEntry? {
         ensureLoaded()
         touch(key)
         if let e = lookupIndexed(key) { return e }
@@ -201,7 +200,7 @@ public final class ContentCache: Sendable {
     }
 
     /// True when an entry for `key` exists (no decompression, no checks).
-    public func contains(_ key: CacheKey) -> Bool {
+    public func contains(_ key: ObjectID) -> Bool {
         ensureLoaded()
         if containsCheap(key) { return true }
         guard mayRescanOnMiss() else { return false }
@@ -212,17 +211,17 @@ public final class ContentCache: Sendable {
 
     /// The content size of a small entry from the in-memory index (no I/O); nil when the entry is not
     /// indexed (absent, or a large entry, whose size is in its file's header).
-    public func indexedSize(_ key: CacheKey) -> Int? {
+    public func indexedSize(_ key: ObjectID) -> Int? {
         ensureLoaded()
         return shard(key).index.withLock { $0[key]?.contentSize }
     }
 
-    func containsCheap(_ key: CacheKey) -> Bool {
+    func containsCheap(_ key: ObjectID) -> Bool {
         if shard(key).index.withLock({ $0[key] != nil }) { return true }
         return Glibc.access(objectPath(key), F_OK) == 0
     }
 
-    private func lookupIndexed(_ key: CacheKey) -> CacheEntry? {
+    private func lookupIndexed(_ key: ObjectID) -> CacheEntry? {
         let sh = shard(key)
         guard let loc = sh.index.withLock({ $0[key] }) else { return nil }
         var bytes = [UInt8](repeating: 0, count: loc.length)
@@ -242,14 +241,14 @@ public final class ContentCache: Sendable {
     }
 
     /// Removes `key` from the index if it still points at `loc` (the record is damaged).
-    func dropIndexed(_ key: CacheKey, at loc: Location) {
+    func dropIndexed(_ key: ObjectID, at loc: Location) {
         logger.warning("cache record \(key) in segment \(loc.segment.name) is damaged; dropped")
         shard(key).index.withLock { idx in
             if let cur = idx[key], cur.segment === loc.segment, cur.offset == loc.offset { idx[key] = nil }
         }
     }
 
-    private func lookupFile(_ key: CacheKey) -> CacheEntry? {
+    private func lookupFile(_ key: ObjectID) -> CacheEntry? {
         let path = objectPath(key)
         let fd = SystemIO.open(path, O_RDONLY)
         if fd < 0 { return nil }
@@ -299,7 +298,7 @@ public final class ContentCache: Sendable {
     /// A full disk throws `.noSpace` (logged once per instance) and leaves nothing half-written.
     /// `verified`: the caller has already checked `content` against `key` by other means (gitfs's pack
     /// reader: the pack index's CRC-32 and zlib's Adler-32), so the verifier is not run again.
-    public func store(_ key: CacheKey, content: UnsafeRawBufferPointer, verified: Bool = false) throws(CacheError) {
+    public func store(_ key: ObjectID, content: UnsafeRawBufferPointer, verified: Bool = false) throws(CacheError) {
         guard verified || verifier(key, content) else {
             throw CacheError(.verifyFailed, "content offered for \(key) does not hash to that object id; not cached")
         }
@@ -325,7 +324,7 @@ public final class ContentCache: Sendable {
     }
 
     /// A complete record (header + at most one frame) for content of at most one chunk.
-    private func encodeSmall(_ key: CacheKey, _ content: UnsafeRawBufferPointer) throws(CacheError) -> [UInt8] {
+    private func encodeSmall(_ key: ObjectID, _ content: UnsafeRawBufferPointer) throws(CacheError) -> [UInt8] {
         if content.isEmpty {
             return EntryHeader.encode(key: key, chunkLog2: chunkLog2, contentSize: 0, created: clock(), lengths: [])
         }
@@ -367,7 +366,7 @@ public final class ContentCache: Sendable {
     }
 
     /// Writes an entry file: frames first (after room for the header), then the header, then rename.
-    private func writeFile(_ key: CacheKey, _ content: UnsafeRawBufferPointer, prebuilt: [UInt8]?) throws(CacheError) {
+    private func writeFile(_ key: ObjectID, _ content: UnsafeRawBufferPointer, prebuilt: [UInt8]?) throws(CacheError) {
         let (fd, tmp) = try createLockedTemp(key.hex)
         var published = false
         defer {
@@ -405,7 +404,7 @@ public final class ContentCache: Sendable {
 
     /// Appends one record to this process's segment (one pwrite; on failure the segment is truncated
     /// back, so no partial record stays) and indexes it.
-    private func appendRecord(_ key: CacheKey, _ record: [UInt8], contentSize: Int) throws(CacheError) {
+    private func appendRecord(_ key: ObjectID, _ record: [UInt8], contentSize: Int) throws(CacheError) {
         let loc = try writer.withLock { (w) throws(CacheError) -> Location in
             if w.segment == nil || w.end + record.count > Self.maxSegmentSize {
                 if let old = w.segment { _ = SystemIO.lock(old.fd, LOCK_UN) }

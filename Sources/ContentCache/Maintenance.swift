@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,17 +26,17 @@ public struct GCReport: Sendable, CustomStringConvertible {
 
     public var description: String {
         let verb = dryRun ? "would free" : "freed"
-        return "\(verb) \(formatBytes(bytesFreed)): \(entriesRemoved) entries (\(formatBytes(entryBytesRemoved))), "
-            + "\(tempFilesRemoved) temporary files (\(formatBytes(tempBytesRemoved))), "
-            + "\(formatBytes(compactedBytes)) of duplicates/damage; cache \(formatBytes(sizeBefore)) -> "
-            + "\(formatBytes(sizeAfter)) in \(entriesRemaining) entries"
+        return "\(verb) \(ByteCount.format(bytesFreed)): \(entriesRemoved) entries (\(ByteCount.format(entryBytesRemoved))), "
+            + "\(tempFilesRemoved) temporary files (\(ByteCount.format(tempBytesRemoved))), "
+            + "\(ByteCount.format(compactedBytes)) of duplicates/damage; cache \(ByteCount.format(sizeBefore)) -> "
+            + "\(ByteCount.format(sizeAfter)) in \(entriesRemaining) entries"
     }
 }
 
 /// One bad thing `verify` found.
 public struct BadEntry: Sendable, CustomStringConvertible {
     /// The entry's key, when the damaged thing is an entry.
-    public var key: CacheKey?
+    public var key: ObjectID?
     /// The file (and offset, for records in segments).
     public var location: String
     public var reason: String
@@ -68,18 +69,9 @@ public struct CacheTotals: Sendable, Equatable {
     public var diskBytes = 0
 }
 
-func formatBytes(_ n: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var v = Double(n), u = 0
-    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-    if u == 0 { return "\(n) B" }
-    let r = (v * 10).rounded() / 10
-    return "\(r) \(units[u])"
-}
-
 /// A file found while walking the cache.
 struct FileItem {
-    let key: CacheKey
+    let key: ObjectID
     let path: String
     let disk: Int
     let header: EntryHeader
@@ -110,7 +102,7 @@ final class SegmentItem {
 struct Inventory {
     var files: [FileItem] = []
     var segments: [SegmentItem] = []
-    var junk: [(path: String, reason: String, key: CacheKey?)] = []
+    var junk: [(path: String, reason: String, key: ObjectID?)] = []
     /// Temporary files no live process holds (fd kept open and locked until removed).
     var staleTemps: [(path: String, bytes: Int, fd: Int32)] = []
 }
@@ -127,7 +119,7 @@ extension ContentCache {
             }
             for f in SystemIO.list(dpath).sorted() {
                 let path = dpath + "/" + f
-                guard f.count == 38, f.allSatisfy(\.isHexDigit), f == f.lowercased(), let key = CacheKey(hex: d + f) else {
+                guard f.count == 38, f.allSatisfy(\.isHexDigit), f == f.lowercased(), let key = ObjectID(hex: d + f) else {
                     inv.junk.append((path, "foreign file in objects/", nil)); continue
                 }
                 let fd = SystemIO.open(path, O_RDONLY)
@@ -215,7 +207,7 @@ extension ContentCache {
     public func totals() -> CacheTotals {
         let inv = takeInventory()
         for t in inv.staleTemps where t.fd >= 0 { SystemIO.close(t.fd) }
-        var seen = Set<CacheKey>()
+        var seen = Set<ObjectID>()
         var t = CacheTotals()
         func add(_ h: EntryHeader) {
             guard seen.insert(h.key).inserted else { return }
@@ -291,7 +283,7 @@ extension ContentCache {
             var report = GCReport(dryRun: dryRun)
             defer { for t in inv.staleTemps where t.fd >= 0 { SystemIO.close(t.fd) } }
 
-            var lastUse: [CacheKey: UInt32] = [:]
+            var lastUse: [ObjectID: UInt32] = [:]
             var foldable: [String] = []
             for name in SystemIO.list(usageDir) where name.hasSuffix(".log") {
                 let path = usageDir + "/" + name
@@ -305,8 +297,8 @@ extension ContentCache {
 
             // One unit per key: its file and/or records. Records in live writers' segments are pinned.
             struct Unit { var lastUse: UInt32; var bytes: Int; var pinned: Bool }
-            var units: [CacheKey: Unit] = [:]
-            var canonical: [CacheKey: (String, Int)] = [:]   // kept record: segment name, offset
+            var units: [ObjectID: Unit] = [:]
+            var canonical: [ObjectID: (String, Int)] = [:]   // kept record: segment name, offset
             for f in inv.files {
                 units[f.key] = Unit(lastUse: max(f.header.created, lastUse[f.key] ?? 0), bytes: f.disk, pinned: false)
             }
@@ -328,7 +320,7 @@ extension ContentCache {
             }
             report.sizeBefore = inv.files.reduce(0) { $0 + $1.disk } + inv.segments.reduce(0) { $0 + $1.disk }
 
-            var evict = Set<CacheKey>()
+            var evict = Set<ObjectID>()
             var freed = 0
             let now = clock()
             if let maxAge {
@@ -382,7 +374,7 @@ extension ContentCache {
     }
 
     /// Replaces the journals no live process holds with one journal of the surviving keys' times.
-    func foldUsage(_ paths: [String], lastUse: [CacheKey: UInt32], live: Set<CacheKey>) {
+    func foldUsage(_ paths: [String], lastUse: [ObjectID: UInt32], live: Set<ObjectID>) {
         guard !paths.isEmpty else { return }
         var bytes = Self.usageMagic
         for (k, t) in lastUse where live.contains(k) {

@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ extension ContentCache {
     static let touchedFlushCount = 65_536
 
     /// Records a use of `key` in memory; flushes when the interval has passed.
-    func touch(_ key: CacheKey) {
+    func touch(_ key: ObjectID) {
         let now = clock()
         let count = shard(key).touched.withLock { t -> Int in
             t[key] = now
@@ -29,7 +30,7 @@ extension ContentCache {
     public func flushUsage() {
         var records: [UInt8] = []
         for sh in shards {
-            let t = sh.touched.withLock { t -> [CacheKey: UInt32] in
+            let t = sh.touched.withLock { t -> [ObjectID: UInt32] in
                 let copy = t
                 t.removeAll(keepingCapacity: true)
                 return copy
@@ -72,7 +73,7 @@ extension ContentCache {
     }
 
     /// Reads one journal into `into` (keeping the latest time per key). Partial trailing records are ignored.
-    static func readJournal(_ path: String, into: inout [CacheKey: UInt32]) -> Bool {
+    static func readJournal(_ path: String, into: inout [ObjectID: UInt32]) -> Bool {
         let fd = SystemIO.open(path, O_RDONLY)
         if fd < 0 { return false }
         defer { SystemIO.close(fd) }
@@ -84,7 +85,7 @@ extension ContentCache {
         buf.withUnsafeBytes { raw in
             var p = 8
             while p + 24 <= n {
-                let k = CacheKey(raw: UnsafeRawBufferPointer(rebasing: raw[p..<(p + 20)]))
+                let k = ObjectID(raw: UnsafeRawBufferPointer(rebasing: raw[p..<(p + 20)]))
                 let t = raw.loadUnaligned(fromByteOffset: p + 20, as: UInt32.self).littleEndian
                 if t > into[k, default: 0] { into[k] = t }
                 p += 24
