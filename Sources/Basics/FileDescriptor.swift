@@ -36,6 +36,17 @@ public struct FileDescriptor: ~Copyable, Sendable {
         return done
     }
 
+    /// `pread(2)` of up to `count` bytes at `offset` into a new array (shorter only at end of file).
+    public func read(count: Int, at offset: Int) throws(Errno) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let r: Result<Int, Errno> = bytes.withUnsafeMutableBytes { buf in
+            do throws(Errno) { return .success(try read(into: buf, at: offset)) } catch { return .failure(error) }
+        }
+        let n = try r.get()
+        if n < count { bytes.removeLast(count - n) }
+        return bytes
+    }
+
     /// `read(2)` until `buffer` is full or end of file, retrying EINTR (for files without positions,
     /// such as procfs). Returns the bytes read.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {

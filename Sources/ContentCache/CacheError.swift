@@ -8,6 +8,8 @@ public struct CacheError: Error, CustomStringConvertible, Sendable, Equatable {
         case corrupt
         /// The disk holding the cache is full (ENOSPC/EDQUOT).
         case noSpace
+        /// The cache refuses writes (a read-only file system or folder: EROFS, EACCES, EPERM).
+        case readOnly
         /// Any other system call failure.
         case io
         /// The cache directory has a VERSION this build does not understand.

@@ -120,8 +120,8 @@ final class CacheFiller: @unchecked Sendable {
                 if let bytes {
                     try bytes.withUnsafeBytes { try cache.store(id, content: $0, verified: bytes.isVerified) }
                 }
-            } catch let error as CacheError where error.kind == .noSpace {
-                // The cache logs a full disk once; the blob was served anyway.
+            } catch let error as CacheError where error.kind == .noSpace || error.kind == .readOnly {
+                // The cache logs a full disk or a read-only cache once; the blob was served anyway.
             } catch {
                 logger.error("could not write a blob to the content cache", metadata: ["object": "\(id)", "error": "\(error)"])
             }

@@ -153,10 +153,9 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
         #expect(files(mnt + "/cache/tmp").isEmpty)
         let segs = files(mnt + "/cache/segments")
         for s in segs {
-            let fd = open(mnt + "/cache/segments/" + s, O_RDONLY)
-            defer { close(fd) }
-            var st = stat(); fstat(fd, &st)
-            let r = ContentCache.scanRecords(fd: fd, from: 0, size: Int(st.st_size)) { _, _ in }
+            let fd = try FileDescriptor.open(mnt + "/cache/segments/" + s, O_RDONLY)
+            let st = try fd.status()
+            let r = ContentCache.scanRecords(fd, from: 0, size: Int(st.st_size)) { _, _ in }
             #expect(r.end == Int(st.st_size) && r.stop == nil)
         }
         let c2 = try openCache(mnt + "/cache")
@@ -201,10 +200,9 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
     @Test func gcLeavesTempFilesOfLiveWritersAlone() throws {
         let t = TempDir()
         let c = try openCache(t.path)
-        let (fd, path) = try c.createLockedTemp("inflight")
-        defer { close(fd) }
+        let temp = try c.createLockedTemp("inflight")
         let r = try c.gc(maxSize: nil, maxAge: nil, dryRun: false)
         #expect(r.tempFilesRemoved == 0)
-        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(FileManager.default.fileExists(atPath: temp.path))
     }
 }
