@@ -105,9 +105,11 @@ extension ContentCache {
             do { try temp.fd.write(header, at: 0) } catch { throw fail(error) }
         }
         let disk = (try? temp.fd.status()).map(FileSystem.diskBytes) ?? 0
-        try publish(temp.path, objectPath(key))
+        let path = objectPath(key)
+        let replaced = (try? FileSystem.linkStatus(path)).map(FileSystem.diskBytes)   // another writer's copy
+        try publish(temp.path, path)
         published = true
-        running.add(entries: 1, diskBytes: disk)
+        running.add(entries: replaced == nil ? 1 : 0, diskBytes: disk - (replaced ?? 0))
     }
 
     /// Appends one record to this process's segment (one pwrite; on failure the segment is truncated
