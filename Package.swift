@@ -51,6 +51,7 @@ let package = Package(
 
         // Tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "BasicsTests", dependencies: ["Basics"]),
         .testTarget(name: "GitStoreTests", dependencies: ["Basics", "GitStore", "TestSupport"]),
         .testTarget(name: "ContentCacheTests", dependencies: ["Basics", "ContentCache", "GitStore", "TestSupport"]),
         .testTarget(name: "FuseServerTests", dependencies: ["Basics", "FuseServer", "TestSupport"]),
