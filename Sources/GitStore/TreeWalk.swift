@@ -1,3 +1,5 @@
+import Basics
+
 /// A tree as gitfs shows it everywhere (the mount, `gitfs ls`, `gitfs cat`, prefetch): the entries
 /// whose names git would check out, indexed by name, and the others set aside as `hidden` (a name
 /// git refuses — see `isCheckoutSafe` — or a second entry of one name). Immutable, hence thread-safe.

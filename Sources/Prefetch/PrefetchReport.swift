@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import GitStore
 import Synchronization
@@ -36,7 +37,7 @@ public struct PrefetchProgress: Sendable, Equatable {
         case .checking:
             return "prefetch: checking the cache: \(objectsDone)/\(objectsTotal) objects"
         case .loading:
-            let secs = max(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18, 0.001)
+            let secs = max(elapsed.seconds, 0.001)
             let rate = Double(bytesDone) / secs
             var text = "prefetch: \(objectsDone)/\(objectsTotal) objects, \(ByteCount.format(bytesDone))/\(ByteCount.format(bytesTotal)), \(ByteCount.format(Int(rate)))/s"
             if bytesDone > 0, bytesTotal > bytesDone, rate > 0 {
@@ -78,16 +79,5 @@ public struct PrefetchSummary: Sendable, CustomStringConvertible {
         if notStored > 0 { s += " (\(notStored) loaded but not stored in the cache)" }
         if interrupted { s += "; interrupted, \(skipped) not attempted" }
         return s
-    }
-}
-
-/// Byte counts for people: B, KiB, MiB, GiB.
-public enum ByteCount {
-    public static func format(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = Double(n)
-        var i = 0
-        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
-        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
     }
 }

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -61,7 +62,7 @@ public final class Prefetcher: Sendable {
     /// stores into the cache) are counted in the summary.
     public func run(revisions: [String], progressInterval: Duration = .milliseconds(100),
                     onProgress: (@Sendable (PrefetchProgress) -> Void)? = nil) throws(ResolverError) -> PrefetchSummary {
-        let start = ContinuousClock.now
+        let start = MonotonicTime.now
         let commits = try resolve(revisions)
         var roots: [ObjectID] = []
         for c in commits { roots.append(try view.commit(c).tree) }
@@ -76,7 +77,7 @@ public final class Prefetcher: Sendable {
                         slept += .milliseconds(10)
                     }
                     if state.finished.load(ordering: .acquiring) { break }
-                    cb(state.snapshot(elapsed: ContinuousClock.now - start))
+                    cb(state.snapshot(elapsed: MonotonicTime.now - start))
                 }
             }
         }
@@ -103,7 +104,7 @@ public final class Prefetcher: Sendable {
                 let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                 guard i < blobs.count else { break }
                 let id = blobs[i].id
-                if cache.contains(id.withUnsafeBytes { CacheKey(raw: $0) }) {
+                if cache.contains(id) {
                     cachedCount.add(1, ordering: .relaxed)
                 } else {
                     // The size only feeds the progress bar; a failure shows when the object is loaded.
@@ -170,16 +171,12 @@ public final class Prefetcher: Sendable {
         summary.failures = f.first
         summary.interrupted = cancellation.isCancelled
         summary.skipped = summary.matched - summary.loaded - summary.alreadyCached - summary.failed
-        summary.seconds = Self.seconds(ContinuousClock.now - start)
+        summary.seconds = (MonotonicTime.now - start).seconds
         view.cache.flushUsage()
         state.finished.store(true, ordering: .releasing)
         reporter?.join()
-        onProgress?(state.snapshot(elapsed: ContinuousClock.now - start))
+        onProgress?(state.snapshot(elapsed: MonotonicTime.now - start))
         return summary
-    }
-
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// One blob to load: its id and the first path it was found at (for messages).

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import GitStore
 import Logging
@@ -14,8 +15,8 @@ import Synchronization
 /// compressing a 100 MB blob on the reader's path took longer than inflating it), and at most 65,536
 /// blobs. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
 /// shutdown are dropped (loaded again when next read) and release their bytes. A store that fails is
-/// logged once per kind (a full disk by the cache itself); the bytes were served from the pack, whose
-/// zlib streams carry their own checksums. Thread-safe.
+/// logged once per kind (a full disk or a read-only cache by the cache itself); the bytes were served
+/// from the pack, whose zlib streams carry their own checksums. Thread-safe.
 final class CacheFiller: BlobSource {
     let name = "pending"
     let role = BlobSourceRole.held
@@ -55,7 +56,7 @@ final class CacheFiller: BlobSource {
     }
 
     private func shard(_ id: ObjectID) -> PendingShard {
-        pending[id.withUnsafeBytes { Int($0[0] & 15) }]
+        pending[Int(id.firstByte & 15)]
     }
 
     // MARK: BlobSource
@@ -115,8 +116,8 @@ final class CacheFiller: BlobSource {
         guard case .failed(let error) = cache.accept(request, bytes, mode: .now) else { return }
         let id = request.id
         switch error.kind {
-        case .noSpace:
-            break   // the cache logs a full disk once; the blob was served anyway
+        case .noSpace, .readOnly:
+            break   // the cache logs a full disk or a read-only cache once; the blob was served anyway
         case .verifyFailed:
             logger.error("a blob's content does not match its id; not cached", metadata: ["object": "\(id)", "error": "\(error)"])
         default:

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import GitStore
 import Logging
@@ -182,8 +183,9 @@ final class BlobChain: Sendable {
                 // The bytes do not hash to their id: damage, never served.
                 throw failure(r, "its content does not match its id (\(e))")
             case .failed(let e):
-                // Full disk, read-only cache: the reader is served from memory anyway; said once.
-                if logsFailures, e.kind != .noSpace, !storeFailureLogged.exchange(true, ordering: .relaxed) {
+                // Full disk, read-only cache: the reader is served from memory anyway; said once (those
+                // two by the cache itself, other failures here).
+                if logsFailures, e.kind != .noSpace, e.kind != .readOnly, !storeFailureLogged.exchange(true, ordering: .relaxed) {
                     logger.error("blobs are not being stored in the \(source.name): \(e)")
                 }
                 return LoadOutcome(blob: .memory(bytes), fill: .failed(e))

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import GitStore
 import Synchronization

@@ -1,18 +1,17 @@
+import Basics
 import ContentCache
 import GitStore
 
-/// One blob asked of the blob sources: its id, its key in the content cache and the repository it was
-/// reached through (a loader reads that repository's packs). A value.
+/// One blob asked of the blob sources: its id (also its key in the content cache) and the repository it
+/// was reached through (a loader reads that repository's packs). A value.
 public struct BlobRequest: Sendable {
     public let id: ObjectID
-    public let key: CacheKey
     public let repository: Repository
     /// Asked ahead of any reader (read-ahead): nothing is counted as a hit or miss for a reader.
     public let speculative: Bool
 
     init(id: ObjectID, repository: Repository, speculative: Bool) {
         self.id = id
-        self.key = id.withUnsafeBytes { CacheKey(raw: $0) }
         self.repository = repository
         self.speculative = speculative
     }

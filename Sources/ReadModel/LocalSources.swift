@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import GitStore
 
@@ -41,16 +42,16 @@ public final class CacheSource: BlobSource {
 
     public init(cache: ContentCache) { self.cache = cache }
 
-    public func size(of request: BlobRequest) -> Int? { cache.indexedSize(request.key) }
+    public func size(of request: BlobRequest) -> Int? { cache.indexedSize(request.id) }
 
-    public func open(_ request: BlobRequest) -> LoadedBlob? { cache.lookup(request.key).map { .cached($0) } }
+    public func open(_ request: BlobRequest) -> LoadedBlob? { cache.lookup(request.id).map { .cached($0) } }
 
     /// True when an entry exists (no decompression, no checks).
-    public func contains(_ request: BlobRequest) -> Bool { cache.contains(request.key) }
+    public func contains(_ request: BlobRequest) -> Bool { cache.contains(request.id) }
 
     public func accept(_ request: BlobRequest, _ bytes: BlobBuffer, mode: FillMode) -> FillResult? {
         let outcome = bytes.withUnsafeBytes { raw in
-            Result { () throws(CacheError) in try cache.store(request.key, content: raw, verified: bytes.isVerified) }
+            Result { () throws(CacheError) in try cache.store(request.id, content: raw, verified: bytes.isVerified) }
         }
         switch outcome {
         case .success: return .stored

@@ -1,3 +1,4 @@
+import Basics
 import GitStore
 
 /// Work a mount hands off the read path, done by the read-ahead module on its shared background queue:

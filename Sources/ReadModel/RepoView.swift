@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -17,7 +18,7 @@ public final class RepoView: Sendable {
 
     private struct RefsState: Sendable {
         var refs: RefIndex?
-        var readAt: ContinuousClock.Instant?
+        var readAt: MonotonicTime?
     }
     private let refsState = Mutex(RefsState())
 
@@ -33,7 +34,7 @@ public final class RepoView: Sendable {
 
     /// Branches, tags and default branch, indexed, at most `refsLifetime` old.
     public func refs() throws(ResolverError) -> RefIndex {
-        let now = ContinuousClock.now
+        let now = MonotonicTime.now
         if let fresh = refsState.withLock({ s -> RefIndex? in
             if let refs = s.refs, let at = s.readAt, now - at < Self.refsLifetime { return refs }
             return nil

@@ -39,6 +39,9 @@ extension MountTests {
             print("pushed commit visible in branches/ after \(String(format: "%.2f", took)) s (interval 1 s)")
             let content = try runBounded(["cat", m.path("r/branches/main/a.txt")], seconds: 20)
             #expect(content.status == 0 && content.out == "two\n")
+            // The new ref is visible as soon as the transfer wrote it; the fetch is counted moments later,
+            // once the fetch has finished (head, changes record).
+            _ = waitFor(seconds: 3) { ((try? m.stats())?["fetches"] ?? 0) >= 1 }
             let before = try m.stats()
             #expect((before["fetches"] ?? 0) >= 1, "\(before)")
             #expect(before["fetch_errors"] == 0, "\(before)")
