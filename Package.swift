@@ -55,3 +55,26 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (Fuzz/, libFuzzer): declared only when GITFS_FUZZ is set, as tools/fuzz does (with
+// `--sanitize fuzzer --sanitize address` into .build-fuzz), so the ordinary build and tests never see them.
+// Debug builds are testable, so the targets reach the parsers' internal entry points with @testable import.
+if Context.environment["GITFS_FUZZ"] != nil {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("pack", ["GitStore"]),
+        ("delta", ["GitStore"]),
+        ("objects", ["GitStore"]),
+        ("cache-entry", ["ContentCache", "FuzzCacheSupport"]),
+        ("cache-segment", ["ContentCache", "FuzzCacheSupport"]),
+        ("usage", ["ContentCache"]),
+        ("glob", ["Resolver"]),
+        ("url", ["GitStore"]),
+    ]
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
+    package.targets.append(.target(name: "FuzzCacheSupport", dependencies: ["ContentCache"], path: "Fuzz/CacheSupport"))
+    for t in fuzzTargets {
+        package.targets.append(.executableTarget(
+            name: "fuzz-" + t.name, dependencies: t.dependencies + ["FuzzSupport"], path: "Fuzz/" + t.name,
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+    }
+}
