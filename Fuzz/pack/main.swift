@@ -14,12 +14,12 @@ public func fuzzPack(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     var pack = input.rest()
     if idx.count >= 1072, pack.count >= 32 {
         idx.replaceSubrange((idx.count - 40)..<(idx.count - 20), with: pack[(pack.count - 20)...])
-        pack.replaceSubrange(8..<12, with: idx[1064..<1068])
+        pack.replaceSubrange(8..<12, with: idx[1028..<1032])
     }
     ScratchDirectory.write("pack-fuzz.idx", idx)
     ScratchDirectory.write("pack-fuzz.pack", pack)
     guard let mapped = MappedPack(directory: ScratchDirectory.path, name: "pack-fuzz") else { return 0 }
-    let count = idx.count >= 1072 ? Int(idx[1064]) << 24 | Int(idx[1065]) << 16 | Int(idx[1066]) << 8 | Int(idx[1067]) : 0
+    let count = idx.count >= 1072 ? Int(idx[1028]) << 24 | Int(idx[1029]) << 16 | Int(idx[1030]) << 8 | Int(idx[1031]) : 0
     let bases = DeltaBaseCache()
     // Every listed object (at most 256): looked up by its id, then read. A read either fails (nil, the
     // caller then asks libgit2) or gives bytes the reader checked.
