@@ -61,7 +61,8 @@ let package = Package(
 // Debug builds are testable, so the targets reach the parsers' internal entry points with @testable import.
 if Context.environment["GITFS_FUZZ"] != nil {
     let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
-        ("pack", ["GitStore"]),
+        ("pack", ["FuzzPackSupport"]),
+        ("pack-shrunk", ["FuzzPackSupport"]),
         ("delta", ["GitStore"]),
         ("objects", ["GitStore"]),
         ("cache-entry", ["ContentCache", "FuzzCacheSupport"]),
@@ -72,9 +73,10 @@ if Context.environment["GITFS_FUZZ"] != nil {
     ]
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
     package.targets.append(.target(name: "FuzzCacheSupport", dependencies: ["ContentCache"], path: "Fuzz/CacheSupport"))
+    package.targets.append(.target(name: "FuzzPackSupport", dependencies: ["GitStore", "FuzzSupport"], path: "Fuzz/PackSupport"))
     for t in fuzzTargets {
         package.targets.append(.executableTarget(
-            name: "fuzz-" + t.name, dependencies: t.dependencies + ["FuzzSupport"], path: "Fuzz/" + t.name,
+            name: "fuzz-" + t.name, dependencies: t.dependencies + ["FuzzSupport"], path: "Fuzz/" + t.name, exclude: ["corpus"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
     }
 }
