@@ -73,15 +73,16 @@ if Context.environment["GITFS_FUZZ"] != nil {
         ("pack-shrunk", ["FuzzPackSupport"]),
         ("delta", ["GitStore"]),
         ("objects", ["GitStore"]),
-        ("cache-entry", ["ContentCache", "FuzzCacheSupport"]),
-        ("cache-segment", ["ContentCache", "FuzzCacheSupport"]),
-        ("usage", ["ContentCache"]),
+        ("cache-entry", ["Basics", "ContentCache", "FuzzCacheSupport"]),
+        ("cache-segment", ["Basics", "ContentCache", "FuzzCacheSupport"]),
+        ("usage", ["Basics", "ContentCache"]),
         ("glob", ["Resolver"]),
         ("url", ["GitStore"]),
+        ("mount-options", ["GitfsCommands"]),
     ]
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
     package.targets.append(.target(name: "FuzzCacheSupport", dependencies: ["ContentCache"], path: "Fuzz/CacheSupport"))
-    package.targets.append(.target(name: "FuzzPackSupport", dependencies: ["GitStore", "FuzzSupport"], path: "Fuzz/PackSupport"))
+    package.targets.append(.target(name: "FuzzPackSupport", dependencies: ["Basics", "GitStore", "FuzzSupport"], path: "Fuzz/PackSupport"))
     for t in fuzzTargets {
         package.targets.append(.executableTarget(
             name: "fuzz-" + t.name, dependencies: t.dependencies + ["FuzzSupport"], path: "Fuzz/" + t.name, exclude: ["corpus"],

@@ -8,6 +8,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Basics
 import FuzzSupport
 @testable import GitStore
 

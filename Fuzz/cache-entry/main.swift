@@ -3,6 +3,7 @@
 // chunks (CacheEntry.read: zstd frames, their checksums), from memory as a segment record is read and
 // from a file as a large entry is. Input: one entry. The harness rewrites the header's CRC-32C before
 // parsing (when the input holds a whole header), so mutations get past it to the fields and frames.
+import Basics
 import FuzzCacheSupport
 import Glibc
 import FuzzSupport
@@ -20,9 +21,10 @@ public func fuzzCacheEntry(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
         readEverything(CacheEntry(header: h, backing: .memory(record), pool: pool) { _ in })
     }
     let file = MemoryFile(bytes)
-    if case .success(let h) = ContentCache.readFileHeader(file.fd) {
+    let fd = FileDescriptor(adopting: dup(file.fd))
+    if case .success(let h) = ContentCache.readFileHeader(fd) {
         precondition(h.recordSize == bytes.count, "an entry file was accepted whose size is not its header's")
-        readEverything(CacheEntry(header: h, backing: .file(dup(file.fd)), pool: pool) { _ in })
+        readEverything(CacheEntry(header: h, backing: .file(fd), pool: pool) { _ in })
     }
     return 0
 }

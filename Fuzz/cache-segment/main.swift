@@ -2,7 +2,9 @@
 // records walked by ContentCache.scanRecords, as a mount indexes segments written by other processes.
 // Each record it reports is then read as a lookup reads it (header parsed again, chunks decoded).
 // Input: one segment (header checksums rewritten by the harness, as for cache-entry). Records found must lie inside the file, in order, without overlapping.
+import Basics
 import FuzzCacheSupport
+import Glibc
 import FuzzSupport
 @testable import ContentCache
 
@@ -13,8 +15,9 @@ public func fuzzCacheSegment(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
     var bytes = Array(UnsafeRawBufferPointer(start: size > 0 ? data : nil, count: size))
     fixHeaderChecksums(&bytes, from: 8)
     let file = MemoryFile(bytes)
+    let fd = FileDescriptor(adopting: dup(file.fd))
     var records: [(EntryHeader, Int)] = []
-    let result = ContentCache.scanRecords(fd: file.fd, from: 0, size: size) { h, offset in records.append((h, offset)) }
+    let result = ContentCache.scanRecords(fd, from: 0, size: size) { h, offset in records.append((h, offset)) }
     var end = 8
     for (h, offset) in records {
         precondition(offset == end && offset + h.recordSize <= size, "record at \(offset) outside the file or out of order")
@@ -31,7 +34,7 @@ public func fuzzCacheSegment(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
     // Indexing the tail again from where the scan stopped finds nothing new.
     if result.end >= 8, result.end < size {
         var more = 0
-        _ = ContentCache.scanRecords(fd: file.fd, from: result.end, size: size) { _, _ in more += 1 }
+        _ = ContentCache.scanRecords(fd, from: result.end, size: size) { _, _ in more += 1 }
         precondition(more == 0, "a rescan from the stop point found \(more) more records")
     }
     return 0
