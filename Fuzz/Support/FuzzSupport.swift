@@ -56,11 +56,12 @@ public struct MemoryFile: ~Copyable {
     }
 }
 
-/// A directory of this process on tmpfs (`/dev/shm/gitfs-fuzz-PID`), for parsers that open files by
-/// name; removed at exit. Files written into it replace earlier ones of the same name.
+/// A directory of this process on tmpfs (`$GITFS_FUZZ_SCRATCH`, which tools/fuzz makes and removes
+/// also after a crash, else `/dev/shm/gitfs-fuzz-PID`), for parsers that open files by name; removed at
+/// a normal exit. Files written into it replace earlier ones of the same name.
 public enum ScratchDirectory {
     public static let path: String = {
-        let p = "/dev/shm/gitfs-fuzz-\(getpid())"
+        let p = getenv("GITFS_FUZZ_SCRATCH").map { String(cString: $0) } ?? "/dev/shm/gitfs-fuzz-\(getpid())"
         mkdir(p, 0o700)
         atexit { ScratchDirectory.removeAll() }
         return p
