@@ -81,7 +81,7 @@ if Context.environment["GITFS_FUZZ"] != nil {
         ("cache-entry", ["Basics", "ContentCache", "FuzzCacheSupport"]),
         ("cache-segment", ["Basics", "ContentCache", "FuzzCacheSupport"]),
         ("usage", ["Basics", "ContentCache"]),
-        ("glob", ["Resolver"]),
+        ("glob", ["Prefetch"]),
         ("url", ["GitStore"]),
         ("mount-options", ["GitfsCommands"]),
     ]

@@ -1,8 +1,8 @@
-// libFuzzer target: the git-style pathspec globs of `gitfs prefetch` (Resolver/Glob.swift): parsing,
+// libFuzzer target: the git-style pathspec globs of `gitfs prefetch` (Prefetch/Glob.swift): parsing,
 // wildmatch on raw path bytes, and the subtree pruning prefetch relies on. Input: a part (the
 // pattern), then the path. Whenever a path matches, no directory above it may be pruned.
 import FuzzSupport
-import Resolver
+import Prefetch
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzGlob(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
