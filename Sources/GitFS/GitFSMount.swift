@@ -94,7 +94,7 @@ public final class GitFSMount: Sendable {
         var fields: [(String, String)] = [
             ("requests", "\(s.requests)"), ("reads", "\(s.reads)"), ("bytes_read", "\(s.bytesRead)"),
             ("cache_hits", "\(r.cacheHits)"), ("cache_misses", "\(r.cacheMisses)"), ("blob_loads", "\(r.blobLoads)"),
-            ("singleflight_joins", "\(r.singleflightJoins)"), ("pushed_bytes", "\(s.pushedBytes)"), ("speculative_loads", "\(r.speculativeLoads)"), ("trees_read_ahead", "\(r.treesReadAhead)"), ("errors", "\(s.errors)"), ("inflight", "\(s.inflight)"),
+            ("singleflight_joins", "\(r.singleflightJoins)"), ("pushed_bytes", "\(s.pushedBytes)"), ("speculative_loads", "\(r.speculativeLoads)"), ("trees_read_ahead", "\(r.treesReadAhead)"), ("errors", "\(s.errors)"), ("not_found", "\(s.notFound)"), ("inflight", "\(s.inflight)"),
             ("cache_entries", "\(totals.entries)"), ("cache_bytes", "\(totals.diskBytes)"),
             ("pid", "\(getpid())"), ("uptime_seconds", String(format: "%.1f", uptime)),
             ("mountpoint", jsonString(configuration.mountpoint)), ("home", jsonString(configuration.home.path)),
