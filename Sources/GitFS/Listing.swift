@@ -49,7 +49,7 @@ extension GitFileSystem {
             var seen = Set<ObjectID>()
             // A ref whose target is not a commit (a tag of a tree or blob) has no directory here.
             for ref in refs.list(tags: false) + refs.list(tags: true) where seen.insert(ref.target).inserted {
-                guard let root = try commitRoot(repo, ref.target) else { continue }
+                guard let root = try commitRoot(repo, ref.target, named: true) else { continue }
                 try add(ref.target.hex, .object(root))
             }
             return (out, OpenedDirectory(cacheEntries: false))

@@ -62,15 +62,21 @@ extension GitFileSystem {
         return RepoRef(view: try resolving(nil) { () throws(ResolverError) in try resolver.repository(named: name) })
     }
 
-    /// The root directory node of commit `id`, nil when the mirror has no commit of that id.
-    func commitRoot(_ repo: RepoRef, _ id: ObjectID) throws(Errno) -> ObjectNode? {
-        do throws(Errno) {
-            let info = try resolving(repo) { () throws(ResolverError) in try repo.view.commit(id) }
-            return ObjectNode(repo: repo, commit: id, path: [], entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree))
+    /// The root directory node of commit `id`; nil when the mirror has no commit of that id (an object
+    /// of another type included). With `named` (a ref names it), a missing object is a damaged mirror:
+    /// EIO, never an empty `commits/`.
+    func commitRoot(_ repo: RepoRef, _ id: ObjectID, named: Bool = false) throws(Errno) -> ObjectNode? {
+        let info: CommitInfo
+        do throws(ResolverError) {
+            info = try repo.view.commit(id)
         } catch {
-            if error == .noEntry { return nil }
-            throw error
+            switch error {
+            case .git(let g) where g.kind == .wrongType: return nil
+            case .git(let g) where g.kind == .notFound && !named: return nil
+            default: return try loading(repo) { () throws(ResolverError) in throw error }
+            }
         }
+        return ObjectNode(repo: repo, commit: id, path: [], entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree))
     }
 
     static func childPath(_ parent: [UInt8], _ name: [UInt8]) -> [UInt8] {
