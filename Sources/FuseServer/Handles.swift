@@ -1,6 +1,7 @@
 import Synchronization
 
-/// The handle of an open file as stored in fi->fh (an Unmanaged, retained until release).
+/// The handle of an open file as stored in fi->fh (an Unmanaged, retained until release). Immutable:
+/// the requests of one open file may read it from several threads at once.
 final class HandleBox<Handle: Sendable> {
     let handle: Handle
     init(_ handle: Handle) { self.handle = handle }

@@ -4,7 +4,8 @@ import Resolver
 import Synchronization
 
 /// The kernel's page cache of a mount's files, as the filesystem may use it: whether the kernel holds
-/// a node's inode, and pushing a node's whole content into it (false when refused).
+/// a node's inode, and pushing a node's whole content into it (false when refused). A value of
+/// Sendable closures, callable from any thread.
 public struct KernelCacheAccess: Sendable {
     public let holds: @Sendable (GitFSNode) -> Bool
     public let store: @Sendable (GitFSNode, UnsafeRawBufferPointer) -> Bool
