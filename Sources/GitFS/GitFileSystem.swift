@@ -65,12 +65,14 @@ public final class GitFileSystem: FuseFileSystem {
 
     /// Reads what an existing node stands for (its refs, commit, tree, blob): every failure is an I/O
     /// error (EIO, logged once), also "not found" — an object a tree names but the mirror lacks is a
-    /// damaged repository, not a missing name.
+    /// damaged repository, not a missing name. Only a node of a repository removed since (`gitfs
+    /// remove` while mounted) is ENOENT: it no longer exists.
     func loading<T>(_ repo: RepoRef?, _ body: () throws(ResolverError) -> T) throws(Errno) -> T {
         do {
             return try body()
         } catch {
             if case .notADirectory = error { throw .notDirectory }
+            if let repo, !FileManager.default.fileExists(atPath: repo.view.repository.path) { throw .noEntry }
             logFailure(error, repo)
             throw .io
         }

@@ -93,4 +93,18 @@ import Glibc
         #expect(d.lookupError(root + "/c/file-with-a-long-name-0.txt") == EIO)
         #expect(try d.readAll(root + "/b.txt") == Array("bee\n".utf8))
     }
+
+    @Test func aRepositoryRemovedWhileItsNodesAreHeldIsENOENTNotEIO() throws {
+        let work = try TempDir("removed")
+        let src = try Self.smallRepo(in: work)
+        let d = try DirectFS("removed-fs", mirrors: [(src, "r")])
+        let branches = try d.node("r/branches")
+        #expect(try d.fs.attributes(of: branches).kind == .directory)
+        try FileManager.default.removeItem(atPath: d.home.mirrorPath("r"))
+        usleep(600_000)   // past the refs lifetime (500 ms)
+        #expect(d.failure { () throws(Errno) in try d.fs.attributes(of: branches) } == ENOENT)
+        #expect(d.failure { () throws(Errno) in try d.fs.readDirectory(branches) } == ENOENT)
+        #expect(d.lookupError("r") == ENOENT)
+        #expect(try d.names("") == [".gitfs"])
+    }
 }
