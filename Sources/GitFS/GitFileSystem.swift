@@ -78,23 +78,6 @@ public final class GitFileSystem: FuseFileSystem {
         }
     }
 
-    /// Resolves a name to something that may not exist: "not found" (and an object of another type
-    /// than asked for) is ENOENT; every other failure is EIO (logged once).
-    func resolving<T>(_ repo: RepoRef?, _ body: () throws(ResolverError) -> T) throws(Errno) -> T {
-        do {
-            return try body()
-        } catch {
-            switch error {
-            case .notFound: throw .noEntry
-            case .git(let g) where g.kind == .notFound || g.kind == .wrongType: throw .noEntry
-            case .notADirectory: throw .notDirectory
-            default:
-                logFailure(error, repo)
-                throw .io
-            }
-        }
-    }
-
     private func logFailure(_ error: ResolverError, _ repo: RepoRef?) {
         let text = "\(error)"
         let repository = repo?.view.name ?? "-"
@@ -104,7 +87,7 @@ public final class GitFileSystem: FuseFileSystem {
 }
 
 /// Keys of messages already logged, so a failure met by every request is logged once. Bounded: after
-/// `limit` distinct keys, nothing more is logged (and that is said once). Thread-safe.
+/// `limit` distinct keys, nothing more is logged. Thread-safe.
 final class LogOnce: Sendable {
     private let seen = Mutex<Set<String>>([])
     private let limit: Int

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import FuseServer
 import GitStore
 import Resolver
@@ -56,10 +57,15 @@ extension GitFileSystem {
     }
 
     /// The repository `name` of the home: ENOENT for a name no mirror can have or that has none, EIO
-    /// for a mirror that cannot be opened.
+    /// for a mirror that is there (its HEAD exists) but cannot be opened.
     func repository(named name: String) throws(Errno) -> RepoRef {
         do { try MirrorStore.validateName(name) } catch { throw .noEntry }
-        return RepoRef(view: try resolving(nil) { () throws(ResolverError) in try resolver.repository(named: name) })
+        do throws(ResolverError) {
+            return RepoRef(view: try resolver.repository(named: name))
+        } catch {
+            guard FileManager.default.fileExists(atPath: resolver.store.home.mirrorPath(name) + "/HEAD") else { throw .noEntry }
+            return try loading(nil) { () throws(ResolverError) in throw error }
+        }
     }
 
     /// The root directory node of commit `id`; nil when the mirror has no commit of that id (an object

@@ -107,4 +107,14 @@ import Glibc
         #expect(d.lookupError("r") == ENOENT)
         #expect(try d.names("") == [".gitfs"])
     }
+
+    @Test func aMirrorThatCannotBeOpenedIsEIOAndTheOthersServe() throws {
+        let work = try TempDir("unopenable")
+        let src = try Self.smallRepo(in: work)
+        let d = try DirectFS("unopenable-fs", mirrors: [(src, "good"), (src, "bad")])
+        try FileManager.default.removeItem(atPath: d.home.mirrorPath("bad") + "/objects")
+        #expect(d.lookupError("bad") == EIO, "a mirror that is there but unreadable is not a missing name")
+        #expect(try d.names("") == [".gitfs", "good"])
+        #expect(try d.readAll("good/commits/\(try revParse(src, "main"))/b.txt") == Array("bee\n".utf8))
+    }
 }
