@@ -1,3 +1,4 @@
+import Basics
 import Synchronization
 
 /// The handle of an open file as stored in fi->fh (an Unmanaged, retained until release). Immutable:

@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,12 +17,6 @@ func signalEventFD(_ fd: Int32) {
 func drainEventFD(_ fd: Int32) {
     var value: UInt64 = 0
     while read(fd, &value, 8) < 0 && errno == EINTR {}
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 func sleepBriefly() {

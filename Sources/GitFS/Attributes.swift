@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -91,7 +92,7 @@ extension GitFileSystem {
 
     /// For statfs: the content cache's size and entries.
     public func statistics() -> (totalBytes: UInt64, files: UInt64) {
-        let totals = resolver.cache.totals()
+        let totals = resolver.cache.runningTotals()
         return (UInt64(max(0, totals.diskBytes)), UInt64(max(0, totals.entries)))
     }
 }

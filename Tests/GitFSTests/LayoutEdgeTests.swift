@@ -1,4 +1,5 @@
 import Foundation
+import Basics
 import FuseServer
 import GitFS
 import Testing
