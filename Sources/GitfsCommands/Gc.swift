@@ -2,13 +2,18 @@ import ArgumentParser
 import ContentCache
 import Foundation
 import GitStore
+import Resolver
 
-/// Opens the home's content cache with git's blob hash as the verifier.
+/// The home's content cache for the commands.
 enum CacheAccess {
-    static func open(_ global: GlobalOptions) throws -> ContentCache {
-        try ContentCache(directory: global.resolvedHome + "/cache") { key, content in
-            GitHash.blobID(of: content).withUnsafeBytes { CacheKey(raw: $0) } == key
-        }
+    /// Opens the cache (created when missing) with git's blob hash as the verifier.
+    static func open(_ home: Home) throws -> ContentCache {
+        try Resolver.openCache(home: home)
+    }
+
+    /// Whether the home has a cache yet: commands that only look (`stats`, `verify`) must not create one.
+    static func exists(_ home: Home) -> Bool {
+        FileManager.default.fileExists(atPath: home.cachePath)
     }
 }
 
@@ -20,23 +25,23 @@ struct Gc: ParsableCommand {
         discussion: "Safe while a mount or a prefetch uses the cache: reads in progress are never broken.")
     @OptionGroup var global: GlobalOptions
 
-    @Option(name: .long, help: ArgumentHelp("Evict least recently used entries until the cache is under SIZE (then down to 90% of it). K, M, G suffixes.", valueName: "size"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Evict least recently used entries until the cache is under SIZE (then down to 90% of it). K, M, G suffixes.", valueName: "size"))
     var maxSize: String?
 
-    @Option(name: .long, help: ArgumentHelp("Evict entries unused for DURATION (s, m, h, d suffixes).", valueName: "duration"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Evict entries unused for DURATION (s, m, h, d suffixes).", valueName: "duration"))
     var maxAge: String?
 
     @Flag(name: .long, help: "Print what would be freed without removing anything.")
     var dryRun = false
 
     func validate() throws {
-        if let maxSize, Units.size(maxSize) == nil { throw ValidationError("bad --max-size '\(maxSize)': use a number with an optional K, M or G suffix") }
-        if let maxAge, Units.seconds(maxAge) == nil { throw ValidationError("bad --max-age '\(maxAge)': use a number with an optional s, m, h or d suffix") }
+        try Units.validateSize(maxSize, option: "--max-size")
+        try Units.validateDuration(maxAge, option: "--max-age")
     }
 
     func run() throws {
-        let cache = try CacheAccess.open(global)
-        let report = try cache.gc(maxSize: maxSize.flatMap(Units.size), maxAge: maxAge.flatMap(Units.seconds), dryRun: dryRun)
+        let cache = try CacheAccess.open(global.checkedHome())
+        let report = try cache.gc(maxSize: maxSize.map(Units.size), maxAge: maxAge.map(Units.seconds), dryRun: dryRun)
         print(report)
     }
 }

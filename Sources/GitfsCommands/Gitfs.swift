@@ -13,6 +13,9 @@ public struct Gitfs: ParsableCommand {
         ]
     )
 
+    /// `--home` before the subcommand; each subcommand's own group receives this value.
+    @OptionGroup var global: GlobalOptions
+
     public init() {}
 
     /// Runs the command line: `gitfs: error: ...` on standard error for every failure, exit 1 for
@@ -43,6 +46,12 @@ public struct Gitfs: ParsableCommand {
             Foundation.exit(2)
         }
     }
+}
+
+/// A command that failed for a reason the user can act on; `description` is one line saying what to do.
+public struct CommandFailure: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 /// Prints an error as the single line `gitfs: error: ...` and exits 1.

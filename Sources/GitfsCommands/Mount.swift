@@ -14,19 +14,21 @@ struct Mount: ParsableCommand {
     @Argument(help: "An existing, empty directory.") var mountpoint: String
     @Flag(help: "Serve in the foreground, logging to standard error.") var foreground = false
     @Option(help: "FUSE worker threads.") var threads = 32
-    @Option(help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
+    @Option(parsing: .unconditional, help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
     var cacheMaxSize: String?
     @Flag(help: "Log every request.") var debug = false
     @Option(help: .hidden) var logFile: String?
 
     func validate() throws {
-        if let s = cacheMaxSize, Units.size(s) == nil { throw ValidationError("--cache-max-size: '\(s)' is not a size such as 512M or 2G") }
+        try Units.validateSize(cacheMaxSize, option: "--cache-max-size")
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
 
     func run() throws {
-        let home = Home(path: global.resolvedHome)
-        let target = try GitFSMounts.checkMountpoint(URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
+        let home = try global.checkedHome()
+        let (path, existing) = MountLookup.find(mountpoint)
+        if let existing { throw CommandFailure(Self.occupied(path, by: existing)) }
+        let target = try GitFSMounts.checkMountpoint(path)
         if MirrorStore(home: home).names().isEmpty {
             throw MountError("no repositories in \(home.reposPath): add one with 'gitfs clone URL' first")
         }
@@ -47,7 +49,7 @@ struct Mount: ParsableCommand {
         Limits.raiseOpenFiles()
         var config = MountConfiguration(home: home, mountpoint: mountpoint)
         config.threads = threads
-        config.cacheMaxSize = cacheMaxSize.flatMap(Units.size)
+        config.cacheMaxSize = try cacheMaxSize.map(Units.size)
         config.debug = debug
         config.logFile = logFile
         let mount = try GitFSMount(configuration: config, logger: Logger(label: "gitfs"))
@@ -88,6 +90,18 @@ struct Mount: ParsableCommand {
         }
         kill(pid, SIGTERM)
         throw MountError("the mount did not answer within 60 seconds; see \(logPath)")
+    }
+
+    /// Why `path` cannot be mounted on: something is mounted there already (read from the mount table
+    /// only, so a dead or hung mount is told apart without touching it).
+    static func occupied(_ path: String, by mount: GitFSMountInfo) -> String {
+        guard mount.fsType == "fuse.gitfs", let pid = mount.serverPID else {
+            return "\(path) is already a \(mount.fsType) mount point: unmount it first"
+        }
+        if GitFSMounts.serverState(pid) == .gone {
+            return "\(path) is a dead gitfs mount (its server, pid \(pid), is gone): 'gitfs unmount \(path)' clears it"
+        }
+        return "\(path) is already a gitfs mount (server pid \(pid)): 'gitfs unmount \(path)' unmounts it"
     }
 
     static func lastError(in path: String, from offset: off_t) -> String? {

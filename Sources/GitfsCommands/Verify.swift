@@ -14,7 +14,12 @@ struct Verify: ParsableCommand {
     var repair = false
 
     func run() throws {
-        let cache = try CacheAccess.open(global)
+        let home = try global.checkedHome()
+        guard CacheAccess.exists(home) else {
+            print("checked 0 entries: no content cache in \(home.path) yet")
+            return
+        }
+        let cache = try CacheAccess.open(home)
         let report = try cache.verify(repair: repair)
         for bad in report.bad { print("bad: \(bad)") }
         print(report)
