@@ -12,11 +12,11 @@ extension MountTests {
         /// A home of eight mirrors whose default branch has 10,000 directories, so the mount's warm-up
         /// (reading listings ahead) is still busy when the mount fails; owned by the unprivileged user.
         private func busyHome(in dir: TempDir) throws -> String {
-            let src = dir.sub("src")
+            let src = dir.sub("src.git")
             let files = (0..<10_000).flatMap { d in
                 (0..<2).map { f in ("d\(d / 100)/e\(d)/f\(f).txt", Array("\(d) \(f)\n".utf8)) }
             }
-            try fastImportRepo(at: src, commits: [files])
+            try fastImportRepo(at: src, commits: [files], checkout: false)
             let home = dir.sub("home")
             try gitfsOK(home: home, ["clone", src, "r0"])
             for i in 1..<8 {
