@@ -6,16 +6,9 @@ import Glibc
 #endif
 
 extension MountTests {
-    /// `gitfs unmount` and `gitfs stats` against mounts that are not gitfs, servers that hang or died,
+    /// `gitfs unmount` and `gitfs stats` against mounts that are not gitfs, servers that hang,
     /// and mount points named by symlinks and odd paths: only gitfs mounts are touched, nothing hangs.
     @Suite struct Unmounting {
-        private func expectOneErrorLine(_ r: RunResult, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-            #expect(r.status == 1, "\(what): exit \(r.status), stderr \(r.stderr)", sourceLocation: sourceLocation)
-            let lines = r.stderr.split(separator: "\n")
-            #expect(lines.count == 1 && lines.first?.hasPrefix("gitfs: error: ") == true, "\(what): stderr \(r.stderr)",
-                    sourceLocation: sourceLocation)
-        }
-
         /// Pids of processes whose command line contains `text`.
         private func processes(mentioning text: String) -> [pid_t] {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -99,31 +92,6 @@ extension MountTests {
             #expect(waitFor(seconds: 10) { !processAlive(pid) }, "the hung server is still running")
             #expect(!m.watchdogHasFired)
             print("stats of a hung mount failed after \(String(format: "%.1f", statsTook)) s, unmount took \(String(format: "%.1f", took)) s")
-        }
-
-        @Test func mountOnADeadGitfsMountSaysSoAndUnmountClearsIt() throws {
-            let fixture = try FixtureRepo.shared()
-            let m = try MountedHome("dead")
-            defer { m.unmount() }
-            try m.clone(fixture.path, as: "fixture")
-            try m.mount(watchdogSeconds: 90)
-            let pid = try #require(m.serverPID)
-            kill(pid, SIGKILL)
-            #expect(waitFor(seconds: 10) { !processAlive(pid) })
-            #expect(isMountPoint(m.mountpoint))
-
-            let again = try m.gitfs(["mount", m.mountpoint], seconds: 60)
-            expectOneErrorLine(again, "mount on a dead gitfs mount")
-            #expect(again.stderr.contains("dead gitfs mount") && again.stderr.contains("gitfs unmount \(m.mountpoint)"), "\(again.stderr)")
-            let stats = try m.gitfs(["stats", m.mountpoint], seconds: 30)
-            expectOneErrorLine(stats, "stats of a dead mount")
-            #expect(stats.stderr.contains("not running"), "\(stats.stderr)")
-
-            let r = try m.gitfs(["unmount", m.mountpoint], seconds: 30)
-            #expect(r.status == 0, "gitfs unmount of a dead mount: \(r.stderr)")
-            #expect(!isMountPoint(m.mountpoint))
-            try m.mount(watchdogSeconds: 60)
-            #expect(try runBounded(["cat", m.path("fixture/HEAD/README.md")], seconds: 20).status == 0)
         }
 
         /// A mount point whose name mountinfo escapes (a space, a tab), named through a symlink and a path

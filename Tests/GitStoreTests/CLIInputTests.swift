@@ -5,13 +5,6 @@ import TestSupport
 /// Bad values and odd homes on the command line: one `gitfs: error:` line and the right exit status,
 /// never a crash, and nothing created by commands that only look.
 @Suite struct CLIInputTests {
-    /// Exactly one line on standard error, starting `gitfs: error: `, and no runtime failure.
-    private func expectOneErrorLine(_ r: RunResult, status: Int32, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        #expect(r.status == status, "\(what): exit \(r.status), stderr \(r.stderr)", sourceLocation: sourceLocation)
-        let lines = r.stderr.split(separator: "\n")
-        #expect(lines.count == 1 && lines.first?.hasPrefix("gitfs: error: ") == true, "\(what): stderr \(r.stderr)",
-                sourceLocation: sourceLocation)
-    }
 
     /// A one-commit repository made with git.
     private func smallRepo(in dir: TempDir) throws -> String {
