@@ -57,8 +57,18 @@ public struct CommandFailure: Error, CustomStringConvertible, Sendable {
 /// Prints an error as the single line `gitfs: error: ...` and exits 1.
 enum CommandLineError {
     static func fail(_ error: any Error) -> Never {
-        let text = String(describing: error).replacingOccurrences(of: "\n", with: " ")
-        FileHandle.standardError.write(Data("gitfs: error: \(text)\n".utf8))
+        FileHandle.standardError.write(Data(line(error).utf8))
         Foundation.exit(1)
+    }
+
+    /// Like `fail`, but leaves with `_exit`, running no exit handlers: for when a thread is stuck in a
+    /// request to a hung FUSE server (a sanitizer's exit-time leak check would wait for it forever).
+    static func failNow(_ error: any Error) -> Never {
+        FileHandle.standardError.write(Data(line(error).utf8))
+        _exit(1)
+    }
+
+    private static func line(_ error: any Error) -> String {
+        "gitfs: error: \(String(describing: error).replacingOccurrences(of: "\n", with: " "))\n"
     }
 }

@@ -67,7 +67,7 @@ struct Stats: ParsableCommand {
 
     /// Reads `.gitfs/stats` of the mount on another thread and waits at most `timeout` seconds: a read
     /// from a hung server cannot be cancelled, so on time-out that thread is left blocked and the
-    /// command fails (exiting the process ends it).
+    /// command fails at once (exiting the process ends it).
     private func read(_ mount: GitFSMountInfo) throws(CommandFailure) -> [String: Any] {
         let path = mount.mountpoint
         let pid = mount.serverPID ?? 0
@@ -79,7 +79,7 @@ struct Stats: ParsableCommand {
         thread.start()
         guard let answer = result.wait(seconds: Double(timeout)) else {
             let state = GitFSMounts.serverState(pid) == .stopped ? "; the server (pid \(pid)) is stopped: 'kill -CONT \(pid)' resumes it" : ""
-            throw CommandFailure("\(path) did not answer within \(timeout) seconds\(state); 'gitfs unmount \(path)' clears a hung mount")
+            CommandLineError.failNow(CommandFailure("\(path) did not answer within \(timeout) seconds\(state); 'gitfs unmount \(path)' clears a hung mount"))
         }
         guard let data = answer, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw CommandFailure("cannot read \(path)/.gitfs/stats: is the server alive? ('gitfs unmount \(path)' clears a dead mount)")
