@@ -1,28 +1,7 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// An errno value a filesystem operation fails with (ENOENT, EROFS, EIO...). A plain value: thread-safe.
-public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: Int32
-    public init(_ rawValue: Int32) { self.rawValue = rawValue }
-
-    public static let noEntry = Errno(ENOENT)
-    public static let io = Errno(EIO)
-    public static let readOnlyFileSystem = Errno(EROFS)
-    public static let notDirectory = Errno(ENOTDIR)
-    public static let isDirectory = Errno(EISDIR)
-    public static let invalid = Errno(EINVAL)
-    public static let noData = Errno(ENODATA)
-    public static let notSupported = Errno(ENOTSUP)
-    public static let range = Errno(ERANGE)
-    public static let badFileDescriptor = Errno(EBADF)
-
-    /// `strerror` text and number, e.g. "No such file or directory (errno 2)".
-    public var description: String {
-        "\(String(cString: strerror(rawValue))) (errno \(rawValue))"
-    }
-}
 
 /// The kind of a node; decides the file-type bits of st_mode.
 public enum NodeKind: Sendable {
@@ -136,7 +115,7 @@ public struct FuseMountOptions: Sendable {
     public var maxBackground: Int = 64    // conn->max_background (kernel default 12 limits parallel reads)
     public var fsName: String = "gitfs"
     public var debug: Bool = false        // log every request (swift-log, level debug)
-    public var allowOther: Bool = true
+    public var allowOther: Bool = false   // allow_other: other users may use the mount (needs root or user_allow_other)
     /// After stop(): how long (seconds) to keep answering requests of readers that still hold open files
     /// on the lazily unmounted filesystem before the connection is closed (they then get an error).
     public var shutdownGrace: Double = 3
@@ -197,7 +176,7 @@ public struct FuseError: Error, CustomStringConvertible, Sendable {
         case .sessionCreationFailed:
             return "fuse_session_new failed for \(mountpoint)\(extra): see the messages above"
         case .mountFailed:
-            return "fuse_session_mount failed for \(mountpoint)\(extra): are you allowed to mount (root, or user_allow_other in /etc/fuse.conf)?"
+            return "fuse_session_mount failed for \(mountpoint)\(extra): see the messages above; 'gitfs doctor' checks /dev/fuse, fusermount3 and allow_other"
         case .unmountFailed:
             return "cannot unmount \(mountpoint)\(extra): close programs using it, or run umount -l \(mountpoint) as root"
         case .system:

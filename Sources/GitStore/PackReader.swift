@@ -1,3 +1,4 @@
+import Basics
 import CDeflate
 import Glibc
 import Synchronization
@@ -54,7 +55,7 @@ final class PackReader: Sendable {
     /// (`stat`, then the `*.idx` files when its mtime moved) when `lookNow` or when the last look is
     /// older than `recheckInterval`, so a pack gc removed is unmapped once no reader holds it.
     func packs(lookNow: Bool) -> (packs: [MappedPack], fresh: Bool) {
-        let now = Self.monotonicNanoseconds()
+        let now = MonotonicTime.now.nanoseconds
         let current = state.withLock { s -> [MappedPack]? in
             lookNow || s.stamp == nil || now &- s.checked >= Self.recheckInterval ? nil : s.packs
         }
@@ -83,13 +84,6 @@ final class PackReader: Sendable {
             return fresh
         }
         return (packs, true)
-    }
-
-    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
-    private static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     /// Names of the `*.idx` files in `dir` (`opendir`/`readdir`), sorted for a stable order.

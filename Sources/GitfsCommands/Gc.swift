@@ -4,13 +4,8 @@ import Foundation
 import GitStore
 import Resolver
 
-/// The home's content cache for the commands.
+/// The home's content cache as the commands see it.
 enum CacheAccess {
-    /// Opens the cache (created when missing) with git's blob hash as the verifier.
-    static func open(_ home: Home) throws -> ContentCache {
-        try Resolver.openCache(home: home)
-    }
-
     /// Whether the home has a cache yet: commands that only look (`stats`, `verify`) must not create one.
     static func exists(_ home: Home) -> Bool {
         FileManager.default.fileExists(atPath: home.cachePath)
@@ -40,7 +35,7 @@ struct Gc: ParsableCommand {
     }
 
     func run() throws {
-        let cache = try CacheAccess.open(global.checkedHome())
+        let cache = try Resolver.openCache(home: global.checkedHome())
         let report = try cache.gc(maxSize: maxSize.map(Units.size), maxAge: maxAge.map(Units.seconds), dryRun: dryRun)
         print(report)
     }

@@ -36,7 +36,7 @@ struct Stats: ParsableCommand {
             fields = try read(target)
         } else {
             let home = try global.checkedHome()
-            let totals = CacheAccess.exists(home) ? try CacheAccess.open(home).totals() : nil
+            let totals = CacheAccess.exists(home) ? try Resolver.openCache(home: home).totals() : nil
             fields = ["cache_entries": totals?.entries ?? 0, "cache_bytes": totals?.diskBytes ?? 0,
                       "cache_content_bytes": totals?.contentBytes ?? 0]
         }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import ContentCache
 import Foundation
+import GitStore
+import Resolver
 
 /// `gitfs verify`: checks every cache entry against its object id; exit 1 while bad entries remain.
 struct Verify: ParsableCommand {
@@ -19,7 +21,7 @@ struct Verify: ParsableCommand {
             print("checked 0 entries: no content cache in \(home.path) yet")
             return
         }
-        let cache = try CacheAccess.open(home)
+        let cache = try Resolver.openCache(home: home)
         let report = try cache.verify(repair: repair)
         for bad in report.bad { print("bad: \(bad)") }
         print(report)

@@ -10,20 +10,20 @@ extension MountTests {
     /// ends with its one error line, never a crash; and an ordinary user's hung mount is cleared too.
     @Suite struct Failing {
         /// A home of eight mirrors whose default branch has 10,000 directories, so the mount's warm-up
-        /// (reading listings ahead) is still busy when the mount fails; owned by the unprivileged user.
-        private func busyHome(in dir: TempDir) throws -> String {
-            let src = dir.sub("src.git")
+        /// (reading listings ahead) is still busy when the mount fails; owned by `user`.
+        private func busyHome(for user: TestUser) throws -> String {
+            let src = user.home + "/src.git"
             let files = (0..<10_000).flatMap { d in
                 (0..<2).map { f in ("d\(d / 100)/e\(d)/f\(f).txt", Array("\(d) \(f)\n".utf8)) }
             }
             try fastImportRepo(at: src, commits: [files], checkout: false)
-            let home = dir.sub("home")
+            let home = user.home + "/busy"
             try gitfsOK(home: home, ["clone", src, "r0"])
             for i in 1..<8 {
                 let r = try runBounded(["cp", "-a", home + "/repos/r0.git", home + "/repos/r\(i).git"], seconds: 60)
                 guard r.status == 0 else { throw TestFailure("cp: \(r.stderr)") }
             }
-            try Unprivileged.give(home)
+            try user.chownTree(home)
             return home
         }
 
@@ -45,22 +45,23 @@ extension MountTests {
         }
 
         @Test func everyFailingMountEndsWithItsOneErrorLine() throws {
-            try Unprivileged.openFuseDevice()
-            let dir = try TempDir("mountfail")
-            let home = try busyHome(in: dir)
+            openFuseDeviceToUsers()
+            let user = try TestUser("mountfail")
+            defer { user.remove() }
+            let home = try busyHome(for: user)
             // Root's directory: the user may not mount on it (fusermount3 refuses, after the mount's
             // repositories and cache are open and its background threads run).
-            let rootsDir = dir.sub("roots-mnt")
+            let rootsDir = user.home + "/roots-mnt"
             try FileManager.default.createDirectory(atPath: rootsDir, withIntermediateDirectories: true)
             // The user's own directory, but the cache folder is a file.
-            let usersDir = dir.sub("users-mnt")
+            let usersDir = user.home + "/users-mnt"
             try FileManager.default.createDirectory(atPath: usersDir, withIntermediateDirectories: true)
-            try Unprivileged.give(usersDir)
-            let fileCacheHome = dir.sub("filecache")
+            let fileCacheHome = user.home + "/filecache"
             try FileManager.default.createDirectory(atPath: fileCacheHome + "/repos", withIntermediateDirectories: true)
             _ = try runBounded(["cp", "-a", home + "/repos/r0.git", fileCacheHome + "/repos/"], seconds: 60)
             _ = FileManager.default.createFile(atPath: fileCacheHome + "/cache", contents: Data("x".utf8))
-            try Unprivileged.give(fileCacheHome)
+            try user.chownTree(usersDir)
+            try user.chownTree(fileCacheHome)
             defer {
                 for mp in [rootsDir, usersDir] where isMountPoint(mp) {
                     _ = try? runBounded([gitfsBinary, "unmount", mp], seconds: 30)
@@ -71,13 +72,13 @@ extension MountTests {
             for attempt in 0..<8 {
                 for foreground in [true, false] {
                     let mode = foreground ? ["--foreground"] : []
-                    let r = try Unprivileged.run([gitfsBinary, "mount", rootsDir, "--home", home] + mode, seconds: 60)
+                    let r = try user.run([gitfsBinary, "mount", rootsDir, "--home", home] + mode, seconds: 60)
                     expectCleanFailure(r, "user's mount on root's directory #\(attempt)\(foreground ? " (foreground)" : "")", failures: &failures)
                 }
             }
             for foreground in [true, false] {
                 let mode = foreground ? ["--foreground"] : []
-                let asUser = try Unprivileged.run([gitfsBinary, "mount", usersDir, "--home", fileCacheHome] + mode, seconds: 60)
+                let asUser = try user.run([gitfsBinary, "mount", usersDir, "--home", fileCacheHome] + mode, seconds: 60)
                 expectCleanFailure(asUser, "user's mount with a file as cache\(foreground ? " (foreground)" : "")", failures: &failures)
                 let asRoot = try runBounded([gitfsBinary, "mount", rootsDir, "--home", fileCacheHome] + mode, seconds: 60)
                 expectCleanFailure(asRoot, "root's mount with a file as cache\(foreground ? " (foreground)" : "")", failures: &failures)
@@ -94,39 +95,31 @@ extension MountTests {
             #expect(!isMountPoint(rootsDir) && !isMountPoint(usersDir))
         }
 
-        /// Whether this build lets an ordinary user mount (no allow_other unless asked: issue 14).
-        static var userMountsWork: Bool {
-            ((try? runBounded([gitfsBinary, "mount", "--help"], seconds: 30))?.out ?? "").contains("--allow-other")
-        }
-
         /// An ordinary user's mount whose server is stopped: the user's `gitfs unmount` (no umount2, no
         /// fusectl mount of its own) clears it within a bound, and the blocked reader is released.
-        @Test(.enabled(if: userMountsWork, "ordinary users can mount once mounts stop asking for allow_other (issue 14)"))
-        func usersHungMountIsClearedByTheUser() throws {
-            try Unprivileged.openFuseDevice()
-            let fixture = try FixtureRepo.shared()
-            let dir = try TempDir("usermount")
-            let home = dir.sub("home"), mnt = dir.sub("mnt")
-            try gitfsOK(home: home, ["clone", fixture.path, "fixture"])
+        @Test func usersHungMountIsClearedByTheUser() throws {
+            openFuseDeviceToUsers()
+            let user = try TestUser("hungmount")
+            let src = user.home + "/src", home = user.home + "/gitfs-home", mnt = user.home + "/mnt"
+            try fastImportRepo(at: src, commits: [[("a.txt", Array("one\n".utf8))], [("b/c.txt", Array("two\n".utf8))]])
             try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-            try Unprivileged.give(home)
-            try Unprivileged.give(mnt)
-            let mounted = try Unprivileged.run([gitfsBinary, "mount", mnt, "--home", home], seconds: 90)
-            try #require(mounted.status == 0, "the user's gitfs mount: \(mounted.stderr)")
-            let pid = try #require(mountLine(at: mnt)?.serverPID)
+            try user.chownTree(user.home)
             defer {
                 if let line = mountLine(at: mnt) { abortFuseConnection(minor: line.minor); umount2(mnt, Int32(MNT_DETACH)) }
-                if processAlive(pid) { kill(pid, SIGKILL) }
+                user.remove()
             }
+            try #require(try user.run([gitfsBinary, "clone", src, "r", "--home", home]).status == 0)
+            let mounted = try user.run([gitfsBinary, "mount", mnt, "--home", home], seconds: 90)
+            try #require(mounted.status == 0, "the user's gitfs mount: \(mounted.stderr)")
+            let pid = try #require(mountLine(at: mnt)?.serverPID)
             kill(pid, SIGSTOP)
-            let reader = try Child(["runuser", "-u", Unprivileged.user, "--", "cat",
-                                    mnt + "/fixture/commits/\(fixture.branches["main"]!)/src/main.c"])
+            let reader = try Child(user.command(["cat", mnt + "/r/HEAD/b/c.txt"]))
             defer { reader.kill() }
             usleep(500_000)
             #expect(reader.poll() == nil, "the reader should be blocked on the stopped server")
 
             let started = Date()
-            let r = try Unprivileged.run([gitfsBinary, "unmount", mnt], seconds: 90)
+            let r = try user.run([gitfsBinary, "unmount", mnt], seconds: 90)
             let took = Date().timeIntervalSince(started)
             #expect(r.status == 0, "the user's gitfs unmount of a hung mount: \(r.stderr)")
             #expect(took < 20, "gitfs unmount took \(took) s")
