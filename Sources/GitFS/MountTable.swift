@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import FuseServer
 
@@ -38,13 +39,8 @@ public enum GitFSMounts {
         if geteuid() == 0, !MountTable.entries().contains(where: { $0.fsType == "fusectl" && $0.mountPoint == dir }) {
             _ = Glibc.mount("fusectl", dir, "fusectl", 0, nil)
         }
-        let fd = open("\(dir)/\(minor)/abort", O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        while true {
-            if write(fd, "1", 1) == 1 { return true }
-            if errno != EINTR { return false }
-        }
+        guard let abort = try? FileDescriptor.open("\(dir)/\(minor)/abort", O_WRONLY) else { return false }
+        return (try? abort.write([UInt8(ascii: "1")], at: 0)) != nil
     }
 
     /// What /proc says of the process named as a mount's server.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Basics
 import Foundation
 import GitStore
 
@@ -24,13 +25,12 @@ public struct GlobalOptions: ParsableArguments {
     /// there must be a directory.
     public func checkedHome() throws(CommandFailure) -> Home {
         let path = resolvedHome
-        var st = stat()
-        if stat(path, &st) != 0 {
-            let e = errno
-            switch e {
-            case ENOENT: return Home(path: path)
-            case ENOTDIR: throw CommandFailure("the gitfs home \(path) is not a directory: part of that path is a file; give --home (or GITFS_HOME) a directory")
-            default: throw CommandFailure("cannot use the gitfs home \(path): \(String(cString: strerror(e)))")
+        let st: stat
+        do { st = try FileSystem.status(path) } catch {
+            switch error {
+            case .noEntry: return Home(path: path)
+            case .notDirectory: throw CommandFailure("the gitfs home \(path) is not a directory: part of that path is a file; give --home (or GITFS_HOME) a directory")
+            default: throw CommandFailure("cannot use the gitfs home \(path): \(error.message)")
             }
         }
         guard st.st_mode & S_IFMT == S_IFDIR else {
