@@ -51,8 +51,8 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
-        resolver = Resolver(store: store, cache: cache, backgroundFill: true, logger: logger)
-        resolver.warmUp()
+        let resolver = Resolver(store: store, cache: cache, backgroundFill: true, logger: logger)
+        self.resolver = resolver
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()
         options.threads = max(1, configuration.threads)
@@ -62,8 +62,13 @@ public final class GitFSMount: Sendable {
         do {
             server = try FuseMount(filesystem: filesystem, mountpoint: configuration.mountpoint, options: options, logger: logger)
         } catch {
+            // The resolver's background threads must be joined before it goes: a read-ahead walk
+            // still running would reach the freed resolver through its views (issue 17, defect 8).
+            resolver.shutdown()
             throw MountError("\(error)")
         }
+        // Only a mount that exists is worth warming up.
+        resolver.warmUp()
         let server = self.server
         filesystem.setKernelCache(KernelCacheAccess(
             holds: { [unowned server] node in server.holdsInode(of: node) },

@@ -12,7 +12,7 @@ struct List: ParsableCommand {
     @Flag(help: "Print a JSON array.") var json = false
 
     func run() throws {
-        let infos = MirrorStore(home: Home(path: global.resolvedHome)).list()
+        let infos = MirrorStore(home: try global.checkedHome()).list()
         if json {
             let iso = ISO8601DateFormatter()
             let objects: [[String: Any]] = infos.map { i in

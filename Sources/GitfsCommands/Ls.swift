@@ -15,7 +15,7 @@ struct Ls: ParsableCommand {
     @Flag(name: .customShort("z"), help: "End lines with NUL and print names unquoted.") var nulTerminated = false
 
     func run() throws {
-        let repo = try MirrorStore(home: Home(path: global.resolvedHome)).open(name: name)
+        let repo = try MirrorStore(home: try global.checkedHome()).open(name: name)
         let (rev, path) = RevPath.split(spec)
         let (commit, entry) = try RevPath.lookup(repo, rev: rev, path: path ?? "")
         var out = [UInt8]()
