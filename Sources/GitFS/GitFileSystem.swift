@@ -191,7 +191,12 @@ public final class GitFileSystem: FuseFileSystem {
             throw .noEntry
         case .commits(let repo):
             guard let id = ObjectID(hex: text) else { throw .noEntry }
-            guard let info = try? repo.view.commit(id) else { throw .noEntry }
+            let info: CommitInfo
+            do { info = try repo.view.commit(id) } catch {
+                // Not a commit of this mirror: ENOENT; a damaged mirror: EIO (logged by `mapped`).
+                guard case .git(let g) = error, g.kind == .corrupt else { throw .noEntry }
+                info = try mapped { () throws(ResolverError) in throw error }
+            }
             return .object(ObjectNode(repo: repo, commit: id, path: [],
                                       entry: TreeEntry(name: [], mode: 0o040000, oid: info.tree)))
         case .object(let o):

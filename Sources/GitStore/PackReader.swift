@@ -1,4 +1,5 @@
 import CDeflate
+import CPackGuard
 import Glibc
 import Synchronization
 
@@ -7,9 +8,13 @@ import Synchronization
 /// 2.3× zlib's `inflate`, which libgit2 and git use), and delta chains are rebuilt here (`Delta`, with
 /// the process-wide `DeltaBaseCache`). Every result is checked before it is returned (see
 /// `MappedPack.blob`). Loose objects, other types and anything that does not check out return nil, and
-/// the caller reads them with libgit2, which stays the authority. Thread-safe: the pack set is read and
-/// swapped under a per-repository lock held for a copy of it (or a rescan when the directory changed);
-/// inflating runs without a lock.
+/// the caller reads them with libgit2, which stays the authority. A pack that shrank under the reader
+/// (truncated by disk trouble or a tool) is reported as damage, never read past its end: headers and small
+/// entries are read with `pread` (a short read is the bounds check against the current size), big ones
+/// from the mapping only after `fstat` says the pack still has its size, and the SIGBUS guard
+/// (`CPackGuard`) turns a truncation racing with that read into zeros the checksums refuse.
+/// Thread-safe: the pack set is read and swapped under a per-repository lock held for a copy of it (or a
+/// rescan when the directory changed); inflating runs without a lock.
 final class PackReader: Sendable {
     private let directory: String
     private let state = Mutex(PackSetState())
@@ -29,23 +34,38 @@ final class PackReader: Sendable {
     /// Reads the packs under `objectsPack` (`<mirror>/objects/pack`) lazily, on the first read.
     init(objectsPack: String) {
         directory = objectsPack
+        gitfs_pack_guard_install()
     }
 
     /// Bases of deltas recently rebuilt, shared by every repository of the process (one bound in all).
     private static let bases = DeltaBaseCache()
 
+    /// What `blob(_:)` found.
+    enum Found {
+        case blob(BlobBuffer)
+        /// Loose, not a blob, or an entry that does not check out: the caller asks libgit2.
+        case notHere
+        /// The pack holding it shrank since it was opened: what `PackDamage.diagnose` says of it.
+        case damaged(String)
+    }
+
     /// The blob `id` from the first pack that holds it, inflated (and rebuilt from its delta chain when
-    /// deltified); nil when it is loose, not a blob, or anything does not check out (the caller falls
-    /// back to libgit2).
-    func blob(_ id: ObjectID) -> BlobBuffer? {
+    /// deltified); `.notHere` when it is loose, not a blob, or anything does not check out (the caller
+    /// falls back to libgit2); `.damaged` when its pack is shorter than when it was opened.
+    func blob(_ id: ObjectID) -> Found {
         var looked = packs(lookNow: false)
         while true {
             for pack in looked.packs {
                 guard let i = pack.position(of: id) else { continue }
-                return pack.blob(position: i, id: id, bases: Self.bases)
+                if let b = pack.blob(position: i, id: id, bases: Self.bases) { return .blob(b) }
+                guard let size = pack.currentSize(), size == pack.size else {
+                    return .damaged(PackDamage.diagnose(packDirectory: directory)
+                        ?? "pack \(pack.name).pack is damaged (it shrank from \(pack.size) bytes while open)")
+                }
+                return .notHere
             }
             // Not in the packs as last seen: unless they were just looked at, look again (a fetch).
-            guard !looked.fresh else { return nil }
+            guard !looked.fresh else { return .notHere }
             looked = packs(lookNow: true)
         }
     }
@@ -168,11 +188,45 @@ final class MappedPack: @unchecked Sendable {
         }
         count = n
         largeOffsets = large
-        guard large >= 0, MappedPack.fanoutIsSorted(index),
-              pack.count >= 32, MappedPack.be32(pack, 0) == 0x5041_434b, // "PACK"
-              [2, 3].contains(MappedPack.be32(pack, 4)), Int(MappedPack.be32(pack, 8)) == n,
-              memcmp(index.baseAddress! + index.count - 40, pack.baseAddress! + pack.count - 20, 20) == 0
+        // The pack's header and trailer by `pread` (not the mapping: the file may shrink meanwhile).
+        var head = [UInt8](repeating: 0, count: 12)
+        var trailer = [UInt8](repeating: 0, count: 20)
+        guard large >= 0, MappedPack.fanoutIsSorted(index), pack.count >= 32,
+              MappedPack.readFully(pfd, into: &head, at: 0) == 12,
+              MappedPack.readFully(pfd, into: &trailer, at: pack.count - 20) == 20
         else { return nil }
+        let h = head.withUnsafeBytes { b in (MappedPack.be32(b, 0), MappedPack.be32(b, 4), MappedPack.be32(b, 8)) }
+        guard h.0 == 0x5041_434b, [2, 3].contains(h.1), Int(h.2) == n, // "PACK", version, object count
+              trailer.withUnsafeBytes({ memcmp(index.baseAddress! + index.count - 40, $0.baseAddress!, 20) }) == 0
+        else { return nil }
+    }
+
+    /// The pack's size in bytes when it was opened (and mapped).
+    var size: Int { pack.count }
+
+    /// The pack's size now (`fstat` of the open file); nil when that fails.
+    func currentSize() -> Int? {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    /// `pread` of `buffer.count` bytes at `offset`, EINTR retried, until done or the end of the file;
+    /// the number of bytes read (fewer at the end of the file), -1 on an error.
+    static func readFully(_ fd: Int32, into buffer: inout [UInt8], at offset: Int) -> Int {
+        buffer.withUnsafeMutableBytes { readFully(fd, into: $0.baseAddress!, count: $0.count, at: offset) }
+    }
+
+    /// `pread` of `count` bytes at `offset` into `out`, EINTR retried, until done or the end of the file.
+    static func readFully(_ fd: Int32, into out: UnsafeMutableRawPointer, count: Int, at offset: Int) -> Int {
+        var done = 0
+        while done < count {
+            let n = pread(fd, out + done, count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { return -1 }
+            if n == 0 { break }
+            done += n
+        }
+        return done
     }
 
     deinit {
@@ -255,21 +309,34 @@ final class MappedPack: @unchecked Sendable {
         let base: Int?
     }
 
-    /// Parses the entry header at `offset` (bounds-checked); nil when malformed, or when a delta's base
-    /// is not in this pack.
+    /// The most bytes an entry header takes: the type-and-size byte, 9 more size bytes, a 20-byte base id.
+    static let maxHeader = 30
+
+    /// Parses the entry header at `offset`, read with `pread` (bounds-checked against the pack's size when
+    /// opened, and a short read against its current size); nil when malformed, cut short, or when a
+    /// delta's base is not in this pack.
     func header(at offset: Int) -> Header? {
-        let end = pack.count - 20
-        guard offset >= 12, offset < end else { return nil }
+        guard offset >= 12, offset < pack.count - 20 else { return nil }
+        let want = min(MappedPack.maxHeader, pack.count - 20 - offset)
+        return withUnsafeTemporaryAllocation(byteCount: MappedPack.maxHeader, alignment: 8) { buf -> Header? in
+            guard MappedPack.readFully(fd, into: buf.baseAddress!, count: want, at: offset) == want else { return nil }
+            return parseHeader(UnsafeRawBufferPointer(rebasing: buf[0..<want]), at: offset)
+        }
+    }
+
+    /// Parses an entry header from `bytes`, the pack's bytes from `offset` on.
+    private func parseHeader(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Header? {
+        let end = bytes.count
         // Type in bits 4-6 of the first byte, then the size in 7-bit groups.
-        var at = offset
-        var c = pack[at]
+        var at = 0
+        var c = bytes[at]
         at += 1
         let type = (c >> 4) & 7
         var size = Int(c & 15)
         var shift = 4
         while c & 0x80 != 0 {
             guard at < end, shift <= 56 else { return nil }
-            c = pack[at]
+            c = bytes[at]
             at += 1
             size |= Int(c & 0x7f) << shift
             shift += 7
@@ -279,12 +346,12 @@ final class MappedPack: @unchecked Sendable {
         if type == 6 {
             // The base's distance back: big-endian 7-bit groups, each continuation adding one.
             guard at < end else { return nil }
-            c = pack[at]
+            c = bytes[at]
             at += 1
             var distance = Int(c & 0x7f)
             while c & 0x80 != 0 {
                 guard at < end, distance < Int.max >> 8 else { return nil }
-                c = pack[at]
+                c = bytes[at]
                 at += 1
                 distance = ((distance + 1) << 7) | Int(c & 0x7f)
             }
@@ -292,13 +359,13 @@ final class MappedPack: @unchecked Sendable {
             base = offset - distance
         } else if type == 7 {
             guard at + 20 <= end else { return nil }
-            let id = ObjectID(raw: UnsafeRawBufferPointer(rebasing: pack[at..<(at + 20)]))
+            let id = ObjectID(raw: UnsafeRawBufferPointer(rebasing: bytes[at..<(at + 20)]))
             at += 20
             guard let p = position(of: id), let o = entryOffset(p) else { return nil }
             base = o
         }
-        guard at < end else { return nil }
-        return Header(type: type, size: size, data: at, base: base)
+        guard offset + at < pack.count - 20 else { return nil }
+        return Header(type: type, size: size, data: offset + at, base: base)
     }
 
     /// Reads the blob at index position `i`.
@@ -397,13 +464,8 @@ final class MappedPack: @unchecked Sendable {
         let length = min(data - offset + bound, pack.count - 20 - offset)
         guard let scratch = malloc(length) else { return false }
         defer { free(scratch) }
-        var done = 0
-        while done < length {
-            let n = pread(fd, scratch + done, length - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return false }
-            done += n
-        }
+        // A short read: the pack is shorter now than when it was opened (the caller reports it).
+        guard MappedPack.readFully(fd, into: scratch, count: length, at: offset) == length else { return false }
         let header = data - offset
         return MappedPack.inflate(UnsafeRawPointer(scratch), offset: 0, data: header, available: length - header,
                                   size: size, into: out, crc: crc).ok
@@ -411,8 +473,11 @@ final class MappedPack: @unchecked Sendable {
 
     /// Big entries: inflated from the mapping, the whole compressed entry read ahead first
     /// (`madvise(MADV_WILLNEED)`) and its pages dropped from this process afterwards
-    /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS.
+    /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS. Only
+    /// while the pack still has its size (`fstat`); a truncation racing with the inflate reads zeros
+    /// (`CPackGuard`), which the CRC-32 and Adler-32 checks refuse.
     private func inflateMapped(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32?) -> Bool {
+        guard currentSize() == pack.count else { return false }
         let end = pack.count - 20
         prefetch(from: offset, to: nextEntry(after: offset) ?? end)
         let r = MappedPack.inflate(pack.baseAddress!, offset: offset, data: data, available: end - data,

@@ -45,6 +45,7 @@ public final class RepoView: Sendable {
             clock_gettime(CLOCK_REALTIME, &changed)
             let index = RefIndex(snap, changedAt: changed)
             s.refs = index
+            if let damage = snap.damage { resolver.logger.error("\(damage)") }
             return index
         }
     }
