@@ -15,6 +15,21 @@ static atomic_int installed;
 static atomic_ulong faults;
 static uintptr_t page_size = 4096;
 
+/* The ranges this handler replaced with zero pages (the last 64), stored before the replacement: a
+ * thread that faults in a range another thread is replacing finds its address in an anonymous mapping
+ * listed here, and retries. */
+#define ZEROED_SLOTS 64
+static _Atomic uintptr_t zeroed_start[ZEROED_SLOTS];
+static _Atomic uintptr_t zeroed_end[ZEROED_SLOTS];
+static atomic_uint zeroed_next;
+
+static int was_zeroed(uintptr_t addr) {
+    for (int k = 0; k < ZEROED_SLOTS; k++) {
+        if (atomic_load(&zeroed_start[k]) <= addr && addr < atomic_load(&zeroed_end[k])) return 1;
+    }
+    return 0;
+}
+
 /* Whether a /proc/self/maps path names a git pack or index: ".../objects/pack/pack-*.pack" or ".idx",
  * possibly followed by " (deleted)". */
 static int is_pack_path(const char *path, size_t n) {
@@ -26,8 +41,11 @@ static int is_pack_path(const char *path, size_t n) {
     return (n > 5 && memcmp(path + n - 5, ".pack", 5) == 0) || (n > 4 && memcmp(path + n - 4, ".idx", 4) == 0);
 }
 
-/* Parses one maps line "start-end perms offset dev inode path"; sets *end and returns 1 when addr lies
- * in [start, end) of a pack mapping. */
+enum { NOT_OURS = 0, PACK_MAPPING = 1, ANONYMOUS = 2 };
+
+/* Parses one maps line "start-end perms offset dev inode path": NOT_OURS when addr is not in
+ * [start, end); else PACK_MAPPING (setting *end) for a pack or index file, ANONYMOUS for a mapping
+ * without a path, NOT_OURS for anything else. */
 static int line_matches(const char *line, size_t n, uintptr_t addr, uintptr_t *end) {
     uintptr_t start = 0, stop = 0;
     size_t i = 0;
@@ -39,7 +57,7 @@ static int line_matches(const char *line, size_t n, uintptr_t addr, uintptr_t *e
         char c = line[i];
         stop = stop * 16 + (uintptr_t)(c >= 'a' ? c - 'a' + 10 : c - '0');
     }
-    if (addr < start || addr >= stop) return 0;
+    if (addr < start || addr >= stop) return NOT_OURS;
     /* Skip perms, offset, dev, inode; the path starts at the first '/' after them. */
     int fields = 0;
     while (i < n && fields < 5) {
@@ -48,16 +66,16 @@ static int line_matches(const char *line, size_t n, uintptr_t addr, uintptr_t *e
         while (i < n && line[i] != ' ') i++;
         fields++;
     }
-    if (i >= n || line[i] != '/') return 0;
-    if (!is_pack_path(line + i, n - i)) return 0;
+    if (i >= n) return ANONYMOUS;
+    if (line[i] != '/' || !is_pack_path(line + i, n - i)) return NOT_OURS;
     *end = stop;
-    return 1;
+    return PACK_MAPPING;
 }
 
-/* Looks addr up in /proc/self/maps; the end of its mapping when that maps a pack or index, else 0.
- * Reads in 4 KiB chunks into a line buffer on the stack (longer lines cannot match: paths that long are
- * skipped). */
-static uintptr_t pack_mapping_end(uintptr_t addr) {
+/* Looks addr up in /proc/self/maps: what line_matches says of the mapping holding it (NOT_OURS when
+ * none does). Reads in 4 KiB chunks into a line buffer on the stack (longer lines cannot match: paths
+ * that long are skipped). */
+static int classify(uintptr_t addr, uintptr_t *end) {
     int fd;
     do { fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC); } while (fd < 0 && errno == EINTR);
     if (fd < 0) return 0;
@@ -65,7 +83,7 @@ static uintptr_t pack_mapping_end(uintptr_t addr) {
     char line[8192];
     size_t used = 0;
     int overlong = 0;
-    uintptr_t found = 0;
+    int found = NOT_OURS;
     for (;;) {
         ssize_t got = read(fd, chunk, sizeof chunk);
         if (got < 0 && errno == EINTR) continue;
@@ -73,8 +91,7 @@ static uintptr_t pack_mapping_end(uintptr_t addr) {
         for (ssize_t k = 0; k < got && !found; k++) {
             char c = chunk[k];
             if (c == '\n') {
-                uintptr_t end = 0;
-                if (!overlong && line_matches(line, used, addr, &end)) found = end;
+                if (!overlong) found = line_matches(line, used, addr, end);
                 used = 0;
                 overlong = 0;
             } else if (used < sizeof line) {
@@ -93,15 +110,24 @@ static void on_sigbus(int sig, siginfo_t *info, void *context) {
     int saved = errno;
     if (info && info->si_code == BUS_ADRERR) {
         uintptr_t addr = (uintptr_t)info->si_addr;
-        uintptr_t end = pack_mapping_end(addr);
-        if (end > addr) {
+        uintptr_t end = 0;
+        int kind = classify(addr, &end);
+        if (kind == PACK_MAPPING && end > addr) {
             uintptr_t start = addr & ~(page_size - 1);
+            unsigned slot = atomic_fetch_add(&zeroed_next, 1) % ZEROED_SLOTS;
+            atomic_store(&zeroed_end[slot], 0);
+            atomic_store(&zeroed_start[slot], start);
+            atomic_store(&zeroed_end[slot], end);
             void *p = mmap((void *)start, end - start, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
             if (p != MAP_FAILED) {
                 atomic_fetch_add(&faults, 1);
                 errno = saved;
                 return; /* the faulting read runs again and sees zeros */
             }
+            atomic_store(&zeroed_end[slot], 0);
+        } else if (kind == ANONYMOUS && was_zeroed(addr)) {
+            errno = saved;
+            return; /* another thread replaced this range meanwhile: the read runs again */
         }
     }
     errno = saved;

@@ -64,9 +64,10 @@ public struct MirrorStore: Sendable {
     // MARK: clone
 
     /// Clones `url` as a bare mirror `repos/<name>.git` (all branches and tags, HEAD = the remote's
-    /// default branch) with `git_clone` into a temporary directory under `repos/`, renamed into place only
-    /// on success: a failure leaves nothing behind. Refuses an invalid or existing name before creating
-    /// anything; of two clones onto one name at once one wins, the other fails with `.exists`.
+    /// default branch) into a temporary directory under `repos/`, renamed into place only on success: a
+    /// failure leaves nothing behind. A local source's objects are copied first (`LocalSource`). Refuses an
+    /// invalid or existing name before creating anything; of two clones onto one name at once one wins,
+    /// the other fails with `.exists`.
     public func clone(url: String, name: String?, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
         LibGit2.ensureInitialized()
         let source = try MirrorStore.normalizeURL(url)
@@ -98,6 +99,10 @@ public struct MirrorStore: Sendable {
                 throw GitStoreError(.other, "cannot configure the remote \(source): \(GitStoreError.lastGitMessage(rrc))")
             }
             defer { git_remote_free(remote) }
+            // A source on this machine: its objects copied first, so the transfer sends nothing.
+            if let objects = LocalSource.objectsDirectory(of: source) {
+                try LocalSource.copyObjects(from: objects, to: tmp + "/objects")
+            }
             let defaultBranch: String?
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: false)

@@ -7,8 +7,8 @@ import Synchronization
 /// zlib streams are inflated with libdeflate into buffers of exactly the size the header gives (about
 /// 2.3× zlib's `inflate`, which libgit2 and git use), and delta chains are rebuilt here (`Delta`, with
 /// the process-wide `DeltaBaseCache`). Every result is checked before it is returned (see
-/// `MappedPack.blob`). Loose objects, other types and anything that does not check out return nil, and
-/// the caller reads them with libgit2, which stays the authority. A pack that shrank under the reader
+/// `MappedPack.blob`). Loose objects, other types and anything that does not check out are `.notHere`,
+/// and the caller reads them with libgit2, which stays the authority. A pack that shrank under the reader
 /// (truncated by disk trouble or a tool) is reported as damage, never read past its end: headers and small
 /// entries are read with `pread` (a short read is the bounds check against the current size), big ones
 /// from the mapping only after `fstat` says the pack still has its size, and the SIGBUS guard
@@ -129,7 +129,10 @@ final class PackReader: Sendable {
 
 /// One pack (`<name>.pack`) and its version-2 index (`<name>.idx`), both mapped read-only (`mmap`) after
 /// their headers, sizes and shared checksum were checked, and unmapped exactly once (`munmap`) when the
-/// last reference goes. Immutable; thread-safe.
+/// last reference goes. The pack is read through the mapping only for big entries, after an `fstat`; a
+/// mapping read past a file's end (the index or pack shrank) reads zeros instead of raising SIGBUS
+/// (`CPackGuard`), and zeros fail the index lookups' bounds checks and every entry's checksums.
+/// Immutable; thread-safe.
 final class MappedPack: @unchecked Sendable {
     let name: String
     /// Which file the pack is (device and inode).

@@ -305,7 +305,7 @@ public final class Repository: Sendable {
         let name = self.name
         return try withTypedObject(id, expect: GIT_OBJECT_TREE) { raw throws(GitStoreError) in
             guard let entries = TreeParser.parse(raw) else {
-                throw GitStoreError(.corrupt, "tree \(id.hex) of repository '\(name)' is malformed")
+                throw GitStoreError(.corrupt, "tree \(id.hex) of repository '\(name)' is malformed (it cannot be parsed as a tree: git fsck's badTree); it is refused, the rest of the repository is served")
             }
             return entries
         }
