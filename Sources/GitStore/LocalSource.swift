@@ -2,46 +2,64 @@ import CGit2
 import Glibc
 
 /// Clones from a repository on this machine start by copying its objects, as `git clone --local
-/// --no-hardlinks` does: the transfer that follows then finds every ref's object present and sends
-/// nothing. libgit2's local transport would otherwise build a pack by walking and parsing every tree,
-/// so one malformed tree anywhere (say on a side branch) failed the whole clone; copied, that tree
-/// is refused only when it is read. Copies, never hard links: a mirror must not share the inodes of
-/// a source that may be repacked, truncated or damaged later. Stateless; thread-safe.
+/// --no-hardlinks` does: its packs are copied and its loose objects packed into one new pack
+/// (`git_packbuilder_insert` of each by id, which walks nothing), so the transfer that follows finds
+/// every ref's object present and sends nothing. libgit2's local transport would otherwise build a
+/// pack by walking and parsing every tree, so one malformed tree anywhere (say on a side branch) failed
+/// the whole clone; copied, that tree is refused only when it is read. Copies, never hard links: a mirror
+/// must not share the inodes of a source that may be truncated or damaged later. Stateless; thread-safe.
 enum LocalSource {
-    /// The objects directory of the repository at `source` (a path or `file://` URL; bare, a work tree,
-    /// or a linked work tree — its common directory); nil for remote URLs and for what libgit2 cannot open.
-    static func objectsDirectory(of source: String) -> String? {
+    /// Copies the objects of the repository at `source` (a path or `file://` URL; bare, a work tree, or a
+    /// linked work tree — its common directory) into the objects directory `objects`; false, copying
+    /// nothing, for remote URLs and for what libgit2 cannot open as a repository.
+    static func copyObjects(of source: String, into objects: String) throws(GitStoreError) -> Bool {
         var path = source
         if path.hasPrefix("file://") { path.removeFirst("file://".count) }
-        guard path.hasPrefix("/") else { return nil }
+        guard path.hasPrefix("/") else { return false }
         var repo: OpaquePointer?
         guard git_repository_open_ext(&repo, path, GIT_REPOSITORY_OPEN_NO_SEARCH.rawValue, nil) == 0, let repo else {
-            return nil
+            return false
         }
         defer { git_repository_free(repo) }
-        guard let common = git_repository_commondir(repo) else { return nil }
+        guard let common = git_repository_commondir(repo) else { return false }
         var dir = String(cString: common)
         if !dir.hasSuffix("/") { dir += "/" }
-        return FileSystem.exists(dir + "objects/pack") ? dir + "objects" : nil
-    }
-
-    /// Copies the packs (`pack-*.pack`, then its `.idx`) and loose objects of `from` into `to` (both
-    /// objects directories); files already there are kept.
-    static func copyObjects(from: String, to: String) throws(GitStoreError) {
-        let packs = FileSystem.list(from + "/pack").filter { $0.hasPrefix("pack-") && $0.hasSuffix(".idx") }
-        for idx in packs.sorted() {
+        let from = dir + "objects"
+        try FileSystem.makeDirectories(objects + "/pack")
+        let indexes = FileSystem.list(from + "/pack").filter { $0.hasPrefix("pack-") && $0.hasSuffix(".idx") }
+        for idx in indexes.sorted() {
             let base = String(idx.dropLast(4))
             guard FileSystem.exists(from + "/pack/" + base + ".pack") else { continue }
-            try FileSystem.makeDirectories(to + "/pack")
             // The pack before its index: a reader never sees an index without its pack.
-            for name in [base + ".pack", idx] { try copy(from + "/pack/" + name, to + "/pack/" + name) }
+            for name in [base + ".pack", idx] { try copy(from + "/pack/" + name, objects + "/pack/" + name) }
         }
+        try packLooseObjects(repo, from: from, into: objects + "/pack")
+        return true
+    }
+
+    /// Writes the loose objects of `repo` (found under `from`) as one pack into `pack`.
+    private static func packLooseObjects(_ repo: OpaquePointer, from: String, into pack: String) throws(GitStoreError) {
+        var ids: [ObjectID] = []
         for dir in FileSystem.list(from) where dir.utf8.count == 2 && dir.allSatisfy(\.isHexDigit) {
-            for file in FileSystem.list(from + "/" + dir) where file.utf8.count == 38 && file.allSatisfy(\.isHexDigit) {
-                try FileSystem.makeDirectories(to + "/" + dir)
-                try copy(from + "/" + dir + "/" + file, to + "/" + dir + "/" + file)
+            for file in FileSystem.list(from + "/" + dir) where file.utf8.count == 38 {
+                if let id = ObjectID(hex: dir + file) { ids.append(id) }
             }
         }
+        guard !ids.isEmpty else { return }
+        func fail(_ rc: Int32) -> GitStoreError {
+            GitStoreError(.io, "cannot pack the loose objects of \(from): \(GitStoreError.lastGitMessage(rc))")
+        }
+        var pb: OpaquePointer?
+        let rc = git_packbuilder_new(&pb, repo)
+        guard rc == 0, let pb else { throw fail(rc) }
+        defer { git_packbuilder_free(pb) }
+        for id in ids {
+            var oid = id.gitOID
+            let r = git_packbuilder_insert(pb, &oid, nil)
+            guard r == 0 else { throw fail(r) }
+        }
+        let w = git_packbuilder_write(pb, pack, 0, nil, nil)
+        guard w == 0 else { throw fail(w) }
     }
 
     /// Copies one file to a new file (read and write in 1 MiB blocks, EINTR retried); an existing target

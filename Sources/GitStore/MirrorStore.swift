@@ -100,9 +100,7 @@ public struct MirrorStore: Sendable {
             }
             defer { git_remote_free(remote) }
             // A source on this machine: its objects copied first, so the transfer sends nothing.
-            if let objects = LocalSource.objectsDirectory(of: source) {
-                try LocalSource.copyObjects(from: objects, to: tmp + "/objects")
-            }
+            _ = try LocalSource.copyObjects(of: source, into: tmp + "/objects")
             let defaultBranch: String?
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: false)

@@ -10,12 +10,14 @@ import Glibc
 /// starts (pack truncated, index deleted). The damaged repository gives EIO and says what is wrong (log,
 /// `gitfs list`, errors); the other repository keeps serving git's bytes.
 @Suite(.serialized) struct DamagedMirrorTests {
-    /// A source repository: `main` with 30 incompressible 100 KB files, `side` adding the tree `s/t`
+    /// A source repository: `main` with 30 incompressible 100 KB files and `g/one.txt`, `side` adding the tree `s/t`
     /// (git writes it after main's blobs, near the pack's end). Sources of other `seed`s share no object
     /// (the mount's caches are shared by all repositories, keyed by object id).
     func makeSource(_ work: TempDir, seed: UInt64) throws -> String {
         let src = work.sub("src\(seed)")
         try FileManager.default.createDirectory(atPath: src + "/s/t", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: src + "/g", withIntermediateDirectories: true)
+        try Data("one of \(seed)\n".utf8).write(to: URL(fileURLWithPath: src + "/g/one.txt"))
         try git("init", "-q", "-b", "main", cwd: src)
         for i in 1...30 {
             try Data(pseudoRandomBytes(count: 100_000, seed: seed << 8 | UInt64(i))).write(to: URL(fileURLWithPath: src + "/f\(i).bin"))
@@ -68,7 +70,7 @@ import Glibc
     /// Every file of `rev` in the mount's repository `repo` has git's bytes.
     func expectServes(_ m: MountedHome, _ repo: String, _ src: String, rev: String) throws {
         let files = try git("ls-tree", "-r", "--name-only", rev, cwd: src).split(separator: "\n").map(String.init)
-        #expect(files.count >= 30)
+        #expect(files.count > 30)
         for f in files {
             let want = try gitBytes(["cat-file", "blob", "\(rev):\(f)"], cwd: src).stdout
             #expect(compareFile(m.path("\(repo)/branches/\(rev)/\(f)"), with: want) == nil, "\(repo) \(rev):\(f)")
@@ -104,8 +106,9 @@ import Glibc
         let mirror = m.home + "/repos/a.git"
         let objects = try entries(mirror)
         // Read once before the damage: gitfs's reader and libgit2 (trees) have the pack open and mapped.
-        let first = try gitBytes(["cat-file", "blob", "main:f1.bin"], cwd: src).stdout
-        #expect(compareFile(m.path("a/branches/main/f1.bin"), with: first) == nil)
+        // (A file alone in its directory: reading it loads no siblings ahead into the content cache.)
+        let first = try gitBytes(["cat-file", "blob", "main:g/one.txt"], cwd: src).stdout
+        #expect(compareFile(m.path("a/branches/main/g/one.txt"), with: first) == nil)
 
         let cut = try truncateToAThird(try packOf(mirror))
         // Unread blobs: those past the cut give EIO (gitfs's reader), the others their bytes.
@@ -199,7 +202,15 @@ import Glibc
 
     /// Raw tree bytes of `entries` (mode, name, hex id), in the order given.
     func treeBytes(_ entries: [(String, [UInt8], String)]) -> [UInt8] {
-        entries.flatMap { mode, name, hex in Array(mode.utf8) + [0x20] + name + [0] + rawID(hex) }
+        var out: [UInt8] = []
+        for (mode, name, hex) in entries {
+            out += Array(mode.utf8)
+            out.append(0x20)
+            out += name
+            out.append(0)
+            out += rawID(hex)
+        }
+        return out
     }
 
     /// A commit of `tree` with `parent` on `branch` of the repository at `gitDir`.
@@ -217,7 +228,7 @@ import Glibc
         // "100644bad.txt": no space after the mode; git fsck: "badTree: cannot be parsed as a tree".
         let bad = try hashObject(gitDir, "tree", Array("100644bad.txt".utf8) + [0] + rawID(good))
         let fsck = try run(["git", "--git-dir", gitDir, "fsck", "--no-dangling"], env: gitEnvironment)
-        #expect(fsck.stderr.contains("badTree") || fsck.stdout.contains("badTree") || fsck.stderr.contains("malformed"), "\(fsck.stderr)")
+        #expect(fsck.stderr.contains("badTree") || fsck.out.contains("badTree"), "git fsck: \(fsck.stderr)")
         let root = try hashObject(gitDir, "tree", treeBytes([("40000", Array("broken".utf8), bad), ("100644", Array("ok.bin".utf8), good)]))
         try commit(gitDir, tree: root, parent: trimmed(try git("rev-parse", "main", cwd: src)), branch: "crafted")
 
