@@ -1,13 +1,15 @@
 import CGit2
 import Glibc
 
-/// Clones from a repository on this machine start by copying its objects, as `git clone --local
-/// --no-hardlinks` does: its packs are copied and its loose objects packed into one new pack
-/// (`git_packbuilder_insert` of each by id, which walks nothing), so the transfer that follows finds
-/// every ref's object present and sends nothing. libgit2's local transport would otherwise build a
-/// pack by walking and parsing every tree, so one malformed tree anywhere (say on a side branch) failed
-/// the whole clone; copied, that tree is refused only when it is read. Copies, never hard links: a mirror
-/// must not share the inodes of a source that may be truncated or damaged later. Stateless; thread-safe.
+/// A clone from a repository on this machine that libgit2's local transport refused copies its objects
+/// instead, as `git clone --local --no-hardlinks` does: its packs are copied and its loose objects packed
+/// into one new pack (`git_packbuilder_insert` of each by id, which walks nothing), so the transfer that
+/// follows finds every ref's object present and sends nothing. The local transport builds a pack by
+/// walking and parsing every tree, so one malformed tree anywhere (say on a side branch) failed the whole
+/// clone; copied, that tree is refused only when it is read. (Only as the fallback: the local transport
+/// re-deltifies, and keeps big blobs whole that the source's packs may hold as deltas.) Copies, never hard
+/// links: a mirror must not share the inodes of a source that may be truncated or damaged later.
+/// Stateless; thread-safe.
 enum LocalSource {
     /// Copies the objects of the repository at `source` (a path or `file://` URL; bare, a work tree, or a
     /// linked work tree — its common directory) into the objects directory `objects`; false, copying

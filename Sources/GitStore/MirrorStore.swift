@@ -65,9 +65,9 @@ public struct MirrorStore: Sendable {
 
     /// Clones `url` as a bare mirror `repos/<name>.git` (all branches and tags, HEAD = the remote's
     /// default branch) into a temporary directory under `repos/`, renamed into place only on success: a
-    /// failure leaves nothing behind. A local source's objects are copied first (`LocalSource`). Refuses an
-    /// invalid or existing name before creating anything; of two clones onto one name at once one wins,
-    /// the other fails with `.exists`.
+    /// failure leaves nothing behind. A local source that libgit2 cannot transfer (a malformed tree) has
+    /// its objects copied instead (`LocalSource`). Refuses an invalid or existing name before creating
+    /// anything; of two clones onto one name at once one wins, the other fails with `.exists`.
     public func clone(url: String, name: String?, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
         LibGit2.ensureInitialized()
         let source = try MirrorStore.normalizeURL(url)
@@ -99,13 +99,17 @@ public struct MirrorStore: Sendable {
                 throw GitStoreError(.other, "cannot configure the remote \(source): \(GitStoreError.lastGitMessage(rrc))")
             }
             defer { git_remote_free(remote) }
-            // A source on this machine: its objects copied first, so the transfer sends nothing.
-            _ = try LocalSource.copyObjects(of: source, into: tmp + "/objects")
             let defaultBranch: String?
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: false)
             } catch {
-                throw GitStoreError(.network, "cloning \(source) failed: \(error.message); nothing was created — check the URL and that the remote is reachable")
+                // A source on this machine whose trees libgit2's local transport cannot walk (one malformed
+                // tree fails it): its objects copied as they are, the transfer then sends nothing.
+                guard (try? LocalSource.copyObjects(of: source, into: tmp + "/objects")) == true,
+                      let second = try? MirrorStore.transfer(remote, progress: progress, prune: false) else {
+                    throw GitStoreError(.network, "cloning \(source) failed: \(error.message); nothing was created — check the URL and that the remote is reachable")
+                }
+                defaultBranch = second
             }
             MirrorStore.setHead(repo, defaultBranch)
         }
