@@ -1,4 +1,5 @@
 import Foundation
+import GitStore
 import Testing
 import TestSupport
 #if canImport(Glibc)
@@ -185,6 +186,43 @@ import Glibc
         try checkDamagedBeforeStart({ mirror in
             try FileManager.default.removeItem(atPath: String(try packOf(mirror).dropLast(5)) + ".idx")
         }, says: ".idx is missing")
+    }
+
+    @Test func anIndexCutShortUnderAnOpenRepositoryIsDamageNotACrash() throws {
+        let home = try TempDir("idx")
+        let src = home.sub("src")
+        try FileManager.default.createDirectory(atPath: src + "/d", withIntermediateDirectories: true)
+        try git("init", "-q", "-b", "main", cwd: src)
+        // 2,000 objects: an index of about 60 KiB, many pages past the one it is cut to.
+        for i in 0..<1999 { try Data("file \(i)\n".utf8).write(to: URL(fileURLWithPath: src + "/d/f\(i).txt")) }
+        try git("add", "-A", cwd: src)
+        try git("commit", "-q", "-m", "many", cwd: src)
+        try git("clone", "-q", "--mirror", "--no-local", src, home.path + "/repos/m.git", cwd: home.path)
+        let store = MirrorStore(home: Home(path: home.path))
+        let repo = try store.open(name: "m")
+        // "100644 blob <id>\td/f<i>.txt" lines, in index order.
+        var byIndex: [Int: ObjectID] = [:]
+        for line in try git("ls-tree", "-r", "main", cwd: src).split(separator: "\n") {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            byIndex[Int(f[3].dropFirst("d/f".count).dropLast(".txt".count))!] = ObjectID(hex: String(f[2]))
+        }
+        let ids = try (0..<1999).map { i in try #require(byIndex[i]) }
+        #expect(try repo.blobBuffer(ids[0]).withUnsafeBytes { Array($0) } == Array("file 0\n".utf8))
+        // Both readers have the index mapped now; cut it to its first page.
+        let idx = String(try packOf(home.path + "/repos/m.git").dropLast(5)) + ".idx"
+        #expect(truncate(idx, 4096) == 0)
+        var served = 0
+        for (i, id) in ids.enumerated().dropFirst() {
+            do {
+                let got = try repo.blobBuffer(id).withUnsafeBytes { Array($0) }
+                #expect(got == Array("file \(i)\n".utf8), "d/f\(i).txt")
+                served += 1
+            } catch {
+                #expect(error.kind == .corrupt && error.message.hasPrefix("repository 'm': pack pack-"), "\(error)")
+                #expect(error.message.contains(".idx is cut short"), "\(error)")
+            }
+        }
+        #expect(served < 1000, "\(served) blobs read through an index cut to 4 KiB")
     }
 
     /// `git hash-object -t TYPE --literally -w` of `bytes` into the repository at `gitDir`.
