@@ -37,11 +37,15 @@ let package = Package(
         .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
         .target(name: "FuseServer", dependencies: ["CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // Settings kept in a home (`gitfs config`): the key table, the file, credential masking.
+        .target(name: "Settings"),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        // `gitfs doctor`: read-only checks of FUSE access, mounts, the home, the cache and the mirrors.
+        .target(name: "Doctor", dependencies: ["GitFS", "GitStore", "ContentCache", "Resolver", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "GitStore", "ContentCache", "Resolver", "GitFS",
+            "GitStore", "ContentCache", "Resolver", "GitFS", "Settings", "Doctor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),

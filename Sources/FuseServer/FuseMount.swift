@@ -67,7 +67,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
     let pushesAllowed = Mutex<Bool>(true)
     let pushedBytes = Atomic<Int>(0)
 
-    /// Creates the FUSE session and mounts it (ro, fsname, subtype gitfs, allow_other,
+    /// Creates the FUSE session and mounts it (ro, fsname, subtype gitfs, allow_other when asked,
     /// default_permissions). Requests queue in the kernel until `serve()` runs.
     /// (`@_optimize(none)`: runs once, and cross-module optimization of its body crashes swift 6.3's
     /// CopyPropagation pass.)

@@ -136,7 +136,7 @@ public struct FuseMountOptions: Sendable {
     public var maxBackground: Int = 64    // conn->max_background (kernel default 12 limits parallel reads)
     public var fsName: String = "gitfs"
     public var debug: Bool = false        // log every request (swift-log, level debug)
-    public var allowOther: Bool = true
+    public var allowOther: Bool = false   // allow_other: other users may use the mount (needs root or user_allow_other)
     /// After stop(): how long (seconds) to keep answering requests of readers that still hold open files
     /// on the lazily unmounted filesystem before the connection is closed (they then get an error).
     public var shutdownGrace: Double = 3
@@ -197,7 +197,7 @@ public struct FuseError: Error, CustomStringConvertible, Sendable {
         case .sessionCreationFailed:
             return "fuse_session_new failed for \(mountpoint)\(extra): see the messages above"
         case .mountFailed:
-            return "fuse_session_mount failed for \(mountpoint)\(extra): are you allowed to mount (root, or user_allow_other in /etc/fuse.conf)?"
+            return "fuse_session_mount failed for \(mountpoint)\(extra): see the messages above; 'gitfs doctor' checks /dev/fuse, fusermount3 and allow_other"
         case .unmountFailed:
             return "cannot unmount \(mountpoint)\(extra): close programs using it, or run umount -l \(mountpoint) as root"
         case .system:

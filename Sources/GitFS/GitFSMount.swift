@@ -4,6 +4,7 @@ import FuseServer
 import GitStore
 import Logging
 import Resolver
+import Synchronization
 
 /// How to mount a home.
 public struct MountConfiguration: Sendable {
@@ -14,6 +15,10 @@ public struct MountConfiguration: Sendable {
     public var debug = false
     /// Where the server logs (nil: standard error); reported in the stats.
     public var logFile: String?
+    /// Mount with `allow_other` (other users may read the mount); off: only the mounting user.
+    public var allowOther = false
+    /// Seconds between background fetches of every mirror; nil: no background fetch.
+    public var fetchInterval: Double?
 
     public init(home: Home, mountpoint: String) {
         self.home = home
@@ -30,6 +35,8 @@ public final class GitFSMount: Sendable {
     public let filesystem: GitFileSystem
     let server: FuseMount<GitFileSystem>
     let logger: Logger
+    /// The background fetcher while `serve()` runs with a fetch interval.
+    let fetcher = Mutex<BackgroundFetcher?>(nil)
 
     /// The `source` field the mount shows in /proc/mounts: `gitfs:<pid>` lets `gitfs unmount` find the
     /// server without touching the (possibly dead) mount.
@@ -51,6 +58,7 @@ public final class GitFSMount: Sendable {
         options.threads = max(1, configuration.threads)
         options.debug = configuration.debug
         options.fsName = Self.sourceName(pid: getpid())
+        options.allowOther = configuration.allowOther
         do {
             server = try FuseMount(filesystem: filesystem, mountpoint: configuration.mountpoint, options: options, logger: logger)
         } catch {
@@ -67,13 +75,20 @@ public final class GitFSMount: Sendable {
         }
     }
 
-    /// Serves until unmounted; enforces the cache size limit meanwhile.
+    /// Serves until unmounted; enforces the cache size limit and fetches in the background meanwhile
+    /// (both stopped and joined before it returns).
     public func serve() {
         let enforcer = configuration.cacheMaxSize.map {
             resolver.cache.startSizeEnforcer(maxSize: $0, interval: .seconds(30))
         }
-        logger.info("serving", metadata: ["mountpoint": "\(configuration.mountpoint)", "threads": "\(configuration.threads)"])
+        let background = configuration.fetchInterval.map {
+            BackgroundFetcher(store: resolver.store, interval: $0, logger: logger)
+        }
+        fetcher.withLock { $0 = background }
+        logger.info("serving", metadata: ["mountpoint": "\(configuration.mountpoint)", "threads": "\(configuration.threads)",
+                                          "fetch_interval": "\(configuration.fetchInterval.map { "\($0)s" } ?? "off")"])
         server.serve()
+        background?.stop()
         resolver.shutdown()
         enforcer?.stop()
         resolver.cache.flushUsage()
@@ -99,6 +114,8 @@ public final class GitFSMount: Sendable {
             ("pid", "\(getpid())"), ("uptime_seconds", String(format: "%.1f", uptime)),
             ("mountpoint", jsonString(configuration.mountpoint)), ("home", jsonString(configuration.home.path)),
         ]
+        let f = fetcher.withLock { $0?.snapshot } ?? FetchCounters()
+        fields += [("fetches", "\(f.fetches)"), ("fetch_errors", "\(f.errors)"), ("last_fetch", "\(f.lastFetch)")]
         fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
         let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")
         return Array("{\n\(body)\n}\n".utf8)

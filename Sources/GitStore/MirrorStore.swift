@@ -149,10 +149,11 @@ public struct MirrorStore: Sendable {
     /// Installs the transfer-progress and credential callbacks with `box` as payload.
     private static func setCallbacks(_ cb: inout git_remote_callbacks, _ box: CallbackBox) {
         cb.payload = Unmanaged.passUnretained(box).toOpaque()
-        if box.progress != nil {
+        if box.progress != nil || box.cancelled != nil {
             cb.transfer_progress = { stats, payload in
                 guard let stats, let payload else { return 0 }
                 let box = Unmanaged<CallbackBox>.fromOpaque(payload).takeUnretainedValue()
+                if box.cancelled?() == true { return GIT_EUSER.rawValue }
                 let s = stats.pointee
                 box.progress?(TransferProgress(
                     totalObjects: Int(s.total_objects), indexedObjects: Int(s.indexed_objects),
@@ -160,6 +161,12 @@ public struct MirrorStore: Sendable {
                     totalDeltas: Int(s.total_deltas), indexedDeltas: Int(s.indexed_deltas),
                     receivedBytes: Int(s.received_bytes)))
                 return 0
+            }
+        }
+        if box.cancelled != nil {
+            cb.sideband_progress = { _, _, payload in
+                guard let payload else { return 0 }
+                return Unmanaged<CallbackBox>.fromOpaque(payload).takeUnretainedValue().cancelled?() == true ? GIT_EUSER.rawValue : 0
             }
         }
         // ssh: try the ssh agent once; everything else anonymous.
@@ -195,8 +202,10 @@ public struct MirrorStore: Sendable {
         try fetch(name: name, progress: nil)
     }
 
-    /// `fetch(name:)` with transfer progress.
-    public func fetch(name: String, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> [RefChange] {
+    /// `fetch(name:)` with transfer progress; `cancelled`, polled during the transfer, ends it early
+    /// (throwing `.network`, refs unchanged) once it returns true — an unmount does not wait for a slow remote.
+    public func fetch(name: String, progress: (@Sendable (TransferProgress) -> Void)?,
+                      cancelled: (@Sendable () -> Bool)? = nil) throws(GitStoreError) -> [RefChange] {
         LibGit2.ensureInitialized()
         let path = try existingMirror(name)
         let before = FetchRecord.read(mirror: path)?.seq
@@ -220,7 +229,7 @@ public struct MirrorStore: Sendable {
         let url = git_remote_url(remote).map { String(cString: $0) } ?? "?"
         let defaultBranch: String?
         do {
-            defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: true)
+            defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
         } catch {
             throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(error.message); refs unchanged — check the network and the URL, then retry")
         }
@@ -237,11 +246,33 @@ public struct MirrorStore: Sendable {
         return changes
     }
 
+    /// Connects to the mirror's origin and disconnects (`git_remote_connect`), fetching nothing: throws
+    /// `.network` when the origin does not answer. Used by `gitfs doctor --network`.
+    public func checkReachable(name: String) throws(GitStoreError) {
+        LibGit2.ensureInitialized()
+        let path = try existingMirror(name)
+        let handle = try GitHandle.open(path: path, name: name)
+        defer { handle.close() }
+        var remote: OpaquePointer?
+        guard git_remote_lookup(&remote, handle.repo, "origin") == 0, let remote else {
+            throw GitStoreError(.corrupt, "repository '\(name)' has no remote 'origin'")
+        }
+        defer { git_remote_free(remote) }
+        let box = CallbackBox(progress: nil)
+        var cb = git_remote_callbacks()
+        git_remote_init_callbacks(&cb, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
+        MirrorStore.setCallbacks(&cb, box)
+        let rc = withExtendedLifetime(box) { git_remote_connect(remote, GIT_DIRECTION_FETCH, &cb, nil, nil) }
+        guard rc == 0 else { throw GitStoreError(.network, GitStoreError.lastGitMessage(rc)) }
+        git_remote_disconnect(remote)
+    }
+
     /// One transfer from the remote: `git_remote_connect`, `git_remote_default_branch`,
     /// `git_remote_download`, `git_remote_update_tips` (refs move only after the pack is in), and with
     /// `prune` `git_remote_prune`. Returns the remote's default branch ("refs/heads/..."), if it has one.
-    static func transfer(_ remote: OpaquePointer, progress: (@Sendable (TransferProgress) -> Void)?, prune: Bool) throws(GitStoreError) -> String? {
-        let box = CallbackBox(progress: progress)
+    static func transfer(_ remote: OpaquePointer, progress: (@Sendable (TransferProgress) -> Void)?,
+                         cancelled: (@Sendable () -> Bool)? = nil, prune: Bool) throws(GitStoreError) -> String? {
+        let box = CallbackBox(progress: progress, cancelled: cancelled)
         defer { withExtendedLifetime(box) {} }
         var cb = git_remote_callbacks()
         git_remote_init_callbacks(&cb, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
@@ -380,9 +411,13 @@ extension Repository {
 /// Payload of libgit2 remote callbacks: the progress closure and the credential attempt count.
 final class CallbackBox: @unchecked Sendable {
     let progress: (@Sendable (TransferProgress) -> Void)?
+    let cancelled: (@Sendable () -> Bool)?
     private var credentialAttempts = 0 // only touched on the thread running the transfer
 
-    init(progress: (@Sendable (TransferProgress) -> Void)?) { self.progress = progress }
+    init(progress: (@Sendable (TransferProgress) -> Void)?, cancelled: (@Sendable () -> Bool)? = nil) {
+        self.progress = progress
+        self.cancelled = cancelled
+    }
 
     func takeCredentialAttempt() -> Bool {
         credentialAttempts += 1

@@ -10,6 +10,7 @@ public struct Gitfs: ParsableCommand {
         subcommands: [
             Clone.self, Fetch.self, List.self, Remove.self, Ls.self, Cat.self,
             Mount.self, Unmount.self, Stats.self, Prefetch.self, Gc.self, Verify.self,
+            Config.self, DoctorCommand.self, Service.self,
         ]
     )
 
@@ -19,7 +20,7 @@ public struct Gitfs: ParsableCommand {
     /// failures and 2 for bad usage.
     public static func runMain(_ arguments: [String]? = nil) -> Never {
         do {
-            var command = try parseAsRoot(arguments)
+            var command = try parseAsRoot(try mountHelperArguments(arguments))
             do {
                 try command.run()
             } catch let error as CleanExit {
@@ -41,6 +42,18 @@ public struct Gitfs: ParsableCommand {
             let trimmed = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
             FileHandle.standardError.write(Data("gitfs: error: \(trimmed) (see 'gitfs --help')\n".utf8))
             Foundation.exit(2)
+        }
+    }
+}
+
+extension Gitfs {
+    /// `gitfs HOME MOUNTPOINT -o OPTIONS` (as mount.fuse3 runs it) as `mount` arguments; other
+    /// command lines unchanged.
+    static func mountHelperArguments(_ arguments: [String]?) throws -> [String]? {
+        let args = arguments ?? Array(CommandLine.arguments.dropFirst())
+        let names = Set(configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"])
+        do { return try MountHelperForm.rewrite(args, subcommands: names) ?? arguments } catch {
+            throw ValidationError(error.description)
         }
     }
 }

@@ -1,14 +1,17 @@
 import ArgumentParser
+import Doctor
 import Foundation
 import GitFS
 import GitStore
 import Logging
+import Settings
 
 /// `gitfs mount MOUNTPOINT`: mounts every repository of the home. Without `--foreground` it starts the
 /// server in the background (its log goes to a file in the home) and returns once the mount answers.
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.")
+        commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.",
+        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, threads=N, allow_other, debug.")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing, empty directory.") var mountpoint: String
@@ -17,27 +20,58 @@ struct Mount: ParsableCommand {
     @Option(help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
     var cacheMaxSize: String?
     @Flag(help: "Log every request.") var debug = false
+    @Flag(help: "Let other users read the mount (FUSE allow_other; as non-root it needs user_allow_other in /etc/fuse.conf). Setting: allow-other.")
+    var allowOther = false
+    @Option(help: ArgumentHelp("Fetch every mirror in the background this often (e.g. 15m; 0: never). Setting: fetch-interval; env GITFS_FETCH_INTERVAL.", valueName: "duration"))
+    var fetchInterval: String?
     @Option(help: .hidden) var logFile: String?
 
     func validate() throws {
         if let s = cacheMaxSize, Units.size(s) == nil { throw ValidationError("--cache-max-size: '\(s)' is not a size such as 512M or 2G") }
+        if let s = fetchInterval, Units.seconds(s) == nil { throw ValidationError("--fetch-interval: '\(s)' is not a duration such as 30s, 15m or 1h") }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
+    }
+
+    /// What this mount runs with: flags, then environment variables, then the home's settings.
+    struct Resolved {
+        var allowOther: Bool
+        var fetchInterval: Int?
+        var cacheMaxSize: String?
+    }
+
+    func resolve(_ home: Home) throws -> Resolved {
+        let settings = try HomeSettings(home: home.path)
+        func checked<T>(_ key: SettingKey, _ flag: String?, _ parse: (String) -> T?) throws -> T? {
+            guard let text = settings.effective(key, flag: flag) else { return nil }
+            guard let value = parse(text) else {
+                throw MountError("the \(key.name) setting '\(key.display(text))' is not valid: fix it with 'gitfs config \(key.name) VALUE' or unset \(key.environment)")
+            }
+            return value
+        }
+        let interval = try checked(.fetchInterval, fetchInterval, Units.seconds)
+        let allow = try checked(.allowOther, allowOther ? "true" : nil, SettingKey.bool) ?? false
+        let size = try checked(.cacheMaxSize, cacheMaxSize) { text in Units.size(text).map { _ in text } }
+        return Resolved(allowOther: allow, fetchInterval: interval.flatMap { $0 > 0 ? $0 : nil }, cacheMaxSize: size)
     }
 
     func run() throws {
         let home = Home(path: global.resolvedHome)
+        let resolved = try resolve(home)
+        if resolved.allowOther, geteuid() != 0, !FuseConf.userAllowOther() {
+            throw MountError("--allow-other (or the allow-other setting) needs a line 'user_allow_other' in /etc/fuse.conf: add it as root, or mount without --allow-other ('gitfs config --unset allow-other')")
+        }
         let target = try GitFSMounts.checkMountpoint(URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
         if MirrorStore(home: home).names().isEmpty {
             throw MountError("no repositories in \(home.reposPath): add one with 'gitfs clone URL' first")
         }
         if foreground {
-            try serve(home: home, mountpoint: target)
+            try serve(home: home, mountpoint: target, resolved)
         } else {
-            try startInBackground(home: home, mountpoint: target)
+            try startInBackground(home: home, mountpoint: target, resolved)
         }
     }
 
-    private func serve(home: Home, mountpoint: String) throws {
+    private func serve(home: Home, mountpoint: String, _ resolved: Resolved) throws {
         let level: Logger.Level = debug ? .debug : .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -47,7 +81,9 @@ struct Mount: ParsableCommand {
         Limits.raiseOpenFiles()
         var config = MountConfiguration(home: home, mountpoint: mountpoint)
         config.threads = threads
-        config.cacheMaxSize = cacheMaxSize.flatMap(Units.size)
+        config.cacheMaxSize = resolved.cacheMaxSize.flatMap(Units.size)
+        config.allowOther = resolved.allowOther
+        config.fetchInterval = resolved.fetchInterval.map(Double.init)
         config.debug = debug
         config.logFile = logFile
         let mount = try GitFSMount(configuration: config, logger: Logger(label: "gitfs"))
@@ -59,13 +95,15 @@ struct Mount: ParsableCommand {
 
     /// Re-runs this command with --foreground in a new session, output to a log file in the home, and
     /// waits until the mount answers or the server gives up.
-    private func startInBackground(home: Home, mountpoint: String) throws {
+    private func startInBackground(home: Home, mountpoint: String, _ resolved: Resolved) throws {
         let logDir = home.path + "/logs"
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
         let logPath = logDir + "/mount-" + mountpoint.replacingOccurrences(of: "/", with: "_") + ".log"
         var args = [CommandLine.arguments[0], "mount", mountpoint, "--home", home.path, "--foreground",
                     "--threads", "\(threads)", "--log-file", logPath]
-        if let s = cacheMaxSize { args += ["--cache-max-size", s] }
+        if let s = resolved.cacheMaxSize { args += ["--cache-max-size", s] }
+        args += ["--fetch-interval", "\(resolved.fetchInterval ?? 0)s"]
+        if resolved.allowOther { args.append("--allow-other") }
         if debug { args.append("--debug") }
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard logFD >= 0 else { throw MountError("cannot write the log file \(logPath): \(String(cString: strerror(errno)))") }

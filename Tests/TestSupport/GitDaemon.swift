@@ -25,8 +25,9 @@ public final class GitDaemon: @unchecked Sendable {
     public func url(_ repo: String) -> String { "git://127.0.0.1:\(port)/\(repo)" }
 
     /// Starts `git daemon --export-all --base-path=B --listen=127.0.0.1 --port=P --reuseaddr
-    /// --enable=receive-pack --verbose --log-destination=stderr` and waits until it accepts connections.
-    public static func start(basePath: String) throws -> GitDaemon {
+    /// --enable=receive-pack --verbose --log-destination=stderr` (with `env` added to its environment)
+    /// and waits until it accepts connections.
+    public static func start(basePath: String, env: [String: String] = [:]) throws -> GitDaemon {
         var lastError = "no attempt"
         for _ in 0..<5 {
             let port = try freePort()
@@ -34,7 +35,7 @@ public final class GitDaemon: @unchecked Sendable {
             let args = ["git", "daemon", "--export-all", "--base-path=\(basePath)", "--listen=127.0.0.1", "--port=\(port)",
                         "--reuseaddr", "--enable=receive-pack", "--informative-errors", "--verbose",
                         "--log-destination=stderr", basePath]
-            let pid = try spawnInOwnGroup(args, output: logDir.sub("log"))
+            let pid = try spawnInOwnGroup(args, output: logDir.sub("log"), env: env)
             let daemon = GitDaemon(basePath: basePath, port: port, pid: pid, logDir: logDir)
             let deadline = Date().addingTimeInterval(10)
             while Date() < deadline {

@@ -1,0 +1,96 @@
+/// One setting a home can keep (`gitfs config KEY VALUE`): its name, what values it takes, the
+/// environment variable that overrides it, and how it is shown. Plain values: thread-safe.
+public struct SettingKey: Sendable, Hashable {
+    /// What values a key takes; the command line checks them (sizes and durations as its flags do).
+    public enum Kind: Sendable, Hashable {
+        case duration, size, bool, url
+    }
+
+    public let name: String
+    public let kind: Kind
+    /// The environment variable that overrides the stored value (a flag overrides both).
+    public let environment: String
+    public let help: String
+
+    /// The keys a home knows. Add one line per new setting (e.g. `remote-cache`, kind `.url`: URLs are
+    /// shown with their credentials masked).
+    public static let all: [SettingKey] = [
+        SettingKey(name: "fetch-interval", kind: .duration, environment: "GITFS_FETCH_INTERVAL",
+                   help: "fetch every mirror in the background this often while mounted (e.g. 15m; 0 or unset: never)"),
+        SettingKey(name: "allow-other", kind: .bool, environment: "GITFS_ALLOW_OTHER",
+                   help: "mount with allow_other so other users can read the mount (true/false; needs user_allow_other in /etc/fuse.conf)"),
+        SettingKey(name: "cache-max-size", kind: .size, environment: "GITFS_CACHE_MAX_SIZE",
+                   help: "keep the content cache under this size while mounted (e.g. 10G)"),
+    ]
+
+    public static func named(_ name: String) -> SettingKey? { all.first { $0.name == name } }
+
+    public static let fetchInterval = named("fetch-interval")!
+    public static let allowOther = named("allow-other")!
+    public static let cacheMaxSize = named("cache-max-size")!
+
+    /// `value` as it may be printed: URLs with any password, token or signature masked.
+    public func display(_ value: String) -> String {
+        kind == .url ? Credentials.redacted(value) : value
+    }
+
+    /// "true"/"yes"/"on"/"1" and "false"/"no"/"off"/"0"; nil otherwise.
+    public static func bool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: return nil
+        }
+    }
+}
+
+/// Masking credentials in text that may reach a log, an error or the terminal. Stateless: thread-safe.
+public enum Credentials {
+    /// Query parameters whose values are secrets.
+    static let secretParameters = ["password", "secret", "token", "signature", "x-amz-signature",
+                                   "x-amz-credential", "x-amz-security-token", "access_key", "secret_key", "key"]
+
+    /// Replaces the password of every `scheme://user:password@` with `***` and the values of secret
+    /// query parameters (`token=`, `secret=`, `X-Amz-Signature=`...) with `***`.
+    public static func redacted(_ text: String) -> String {
+        var out = ""
+        var rest = Substring(text)
+        while let scheme = rest.range(of: "://") {
+            out += rest[..<scheme.upperBound]
+            rest = rest[scheme.upperBound...]
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == " " || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let authority = rest[..<authorityEnd]
+            if let at = authority.lastIndex(of: "@") {
+                let userinfo = authority[..<at]
+                if let colon = userinfo.firstIndex(of: ":") {
+                    out += userinfo[..<colon] + ":***"
+                } else {
+                    out += userinfo
+                }
+                out += authority[at...]
+            } else {
+                out += authority
+            }
+            rest = rest[authorityEnd...]
+        }
+        out += rest
+        return maskParameters(out)
+    }
+
+    private static func maskParameters(_ text: String) -> String {
+        var result = ""
+        var i = text.startIndex
+        while i < text.endIndex {
+            let c = text[i]
+            result.append(c)
+            i = text.index(after: i)
+            guard c == "?" || c == "&" else { continue }
+            let nameEnd = text[i...].firstIndex { $0 == "=" || $0 == "&" || $0 == " " } ?? text.endIndex
+            guard nameEnd < text.endIndex, text[nameEnd] == "=",
+                  secretParameters.contains(text[i..<nameEnd].lowercased()) else { continue }
+            result += text[i...nameEnd] + "***"
+            i = text[text.index(after: nameEnd)...].firstIndex { $0 == "&" || $0 == " " || $0 == "#" } ?? text.endIndex
+        }
+        return result
+    }
+}
