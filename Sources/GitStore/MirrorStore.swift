@@ -359,7 +359,7 @@ public struct MirrorStore: Sendable {
         return MirrorInfo(name: name, path: path, url: url, defaultBranch: refs.defaultBranch,
                           branchCount: refs.branches.count, tagCount: refs.tags.count,
                           lastFetch: record.map { Date(timeIntervalSince1970: $0.time) },
-                          sizeOnDisk: FileSystem.diskUsage(path), damage: refs.damage)
+                          sizeOnDisk: FileSystem.diskUsage(path), damage: refs.damage ?? repo.damage())
     }
 
     /// Deletes a mirror: waits for a running fetch of it, renames it out of sight in one step, then

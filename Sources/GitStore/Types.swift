@@ -161,7 +161,8 @@ public struct MirrorInfo: Sendable, Hashable {
     public let lastFetch: Date?
     /// Bytes allocated on disk by the mirror directory (like `du`).
     public let sizeOnDisk: Int
-    /// What is wrong with the mirror ("repository 'X': pack … is damaged (…)"), nil when nothing seen.
+    /// What is wrong with the mirror ("repository 'X': pack … is damaged (…)"): refs whose objects cannot be
+    /// read, or packs that do not check out against their indexes (`PackDamage`); nil when neither.
     public let damage: String?
 }
 

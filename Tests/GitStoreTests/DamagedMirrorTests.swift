@@ -143,7 +143,7 @@ import Glibc
         #expect(listed.warnings.contains("gitfs: warning: repository 'a': pack pack-"), "\(listed.warnings)")
     }
 
-    /// A mirror damaged while no server runs: `list`, `cat` and the mount say so; reads give EIO.
+    /// A mirror damaged while no server runs: `list`, `doctor`, `cat` and the mount say so; reads give EIO.
     func checkDamagedBeforeStart(_ damage: (String) throws -> Void, says detail: String) throws {
         let work = try TempDir("dmg")
         let src = try makeSource(work, seed: 3)
@@ -158,6 +158,11 @@ import Glibc
         #expect(listed.branches["a"] == 2, "refs whose objects cannot be read are damage, not absence")
         #expect(listed.json["a"]?.contains(detail) == true && listed.json["b"] == nil, "\(listed.json)")
         #expect(listed.warnings.contains("repository 'a': pack pack-"), "\(listed.warnings)")
+        let doctor = try m.gitfs(["doctor"])
+        #expect(doctor.status == 1, "gitfs doctor: \(doctor.out)")
+        let verdict = doctor.out.split(separator: "\n").filter { $0.contains("mirror a") }
+        #expect(verdict.count == 1 && verdict[0].contains("repository 'a': pack pack-") && verdict[0].contains(detail),
+                "gitfs doctor: \(doctor.out)")
         let cat = try m.gitfs(["cat", "a", "main:f1.bin"])
         let lines = cat.stderr.split(separator: "\n")
         #expect(cat.status == 1 && lines.count == 1, "\(cat.stderr)")
