@@ -27,37 +27,41 @@ let package = Package(
         // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
         .target(name: "CPackGuard"),
 
+        // Basics: the vocabulary every module shares: the object id, the POSIX layer (FileDescriptor, Errno,
+        // EINTR-retrying calls), the monotonic clock and the byte formatter. Depends on nothing but libc.
+        .target(name: "Basics", swiftSettings: optimize),
         // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
         .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["CGit2", "CCrypto", "CDeflate", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
-        .target(name: "ContentCache", dependencies: ["CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "ContentCache", dependencies: ["Basics", "CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.
-        .target(name: "Resolver", dependencies: ["GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "Resolver", dependencies: ["Basics", "GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
-        .target(name: "FuseServer", dependencies: ["CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "FuseServer", dependencies: ["Basics", "CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Settings kept in a home (`gitfs config`): the key table, the file, credential masking.
         .target(name: "Settings"),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["Resolver", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitFS", dependencies: ["Basics", "Resolver", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // `gitfs doctor`: read-only checks of FUSE access, mounts, the home, the cache and the mirrors.
-        .target(name: "Doctor", dependencies: ["GitFS", "GitStore", "ContentCache", "Resolver", "Settings"]),
+        .target(name: "Doctor", dependencies: ["Basics", "GitFS", "GitStore", "ContentCache", "Resolver", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "GitStore", "ContentCache", "Resolver", "GitFS", "Settings", "Doctor",
+            "Basics", "GitStore", "ContentCache", "Resolver", "GitFS", "Settings", "Doctor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),
         .executableTarget(name: "gitfs", dependencies: ["GitfsCommands"]),
-        .executableTarget(name: "gitfs-cache-bench", dependencies: ["ContentCache", "GitStore"], path: "Benchmarks/CacheBench"),
+        .executableTarget(name: "gitfs-cache-bench", dependencies: ["Basics", "ContentCache", "GitStore"], path: "Benchmarks/CacheBench"),
 
         // Tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "GitStoreTests", dependencies: ["GitStore", "TestSupport"]),
-        .testTarget(name: "ContentCacheTests", dependencies: ["ContentCache", "GitStore", "TestSupport"]),
-        .testTarget(name: "FuseServerTests", dependencies: ["FuseServer", "TestSupport"]),
-        .testTarget(name: "GitFSTests", dependencies: ["GitFS", "Resolver", "GitStore", "ContentCache", "TestSupport"]),
+        .testTarget(name: "BasicsTests", dependencies: ["Basics"]),
+        .testTarget(name: "GitStoreTests", dependencies: ["Basics", "GitStore", "TestSupport"]),
+        .testTarget(name: "ContentCacheTests", dependencies: ["Basics", "ContentCache", "GitStore", "TestSupport"]),
+        .testTarget(name: "FuseServerTests", dependencies: ["Basics", "FuseServer", "TestSupport"]),
+        .testTarget(name: "GitFSTests", dependencies: ["Basics", "GitFS", "Resolver", "GitStore", "ContentCache", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,28 +3,26 @@
 //   gitfs-cache-bench run [--repo BARE_REPO] [--work DIR]
 //   gitfs-cache-bench store-random CACHE_DIR BYTES        (stores one entry of random bytes)
 //   gitfs-cache-bench gc CACHE_DIR MAX_SIZE PASSES         (runs gc passes back to back)
+//   gitfs-cache-bench fill CACHE_DIR COUNT LARGE_EVERY     (stores COUNT entries; 1 in LARGE_EVERY large)
 // and one for comparing blob reads with `git cat-file --batch` (tools/bench-profile.sh-style A/B checks):
 //   gitfs-cache-bench read-blobs HOME NAME OIDS_FILE [libgit2]  (reads every blob listed, one thread)
+import Basics
 import ContentCache
 import Foundation
 import GitStore
 
-func key(_ content: UnsafeRawBufferPointer) -> CacheKey {
-    GitHash.blobID(of: content).withUnsafeBytes { CacheKey(raw: $0) }
+func key(_ content: UnsafeRawBufferPointer) -> ObjectID {
+    GitHash.blobID(of: content)
 }
 
-let gitVerifier: ContentCache.Verifier = { k, c in key(c) == k }
+let gitVerifier: ContentCache.Verifier = GitHash.isBlob
 
 func die(_ s: String) -> Never {
     FileHandle.standardError.write(Data("gitfs-cache-bench: \(s)\n".utf8))
     exit(1)
 }
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func now() -> Double { Double(MonotonicTime.now.nanoseconds) / 1e9 }
 
 @discardableResult
 func sh(_ cmd: String) -> (String, Double) {
@@ -185,6 +183,21 @@ case "store-random":
     FileHandle.standardOutput.write(Data("storing \(k)\n".utf8))
     do { try bytes.withUnsafeBytes { try c.store(k, content: $0) } } catch { die("\(error)") }
     print("stored \(k)")
+case "fill":
+    // Stores COUNT distinct entries of pseudo-random text, one in LARGE_EVERY of them a large entry
+    // (over one chunk, its own file), the rest small (segments): a big cache to measure statfs on.
+    guard args.count == 5, let count = Int(args[3]), let largeEvery = Int(args[4]), largeEvery > 0 else {
+        die("usage: fill CACHE_DIR COUNT LARGE_EVERY")
+    }
+    let c = try! ContentCache(directory: args[2], verifier: gitVerifier)
+    var rng = SystemRandomNumberGenerator()
+    for i in 0..<count {
+        var bytes = [UInt8](repeating: 0, count: i % largeEvery == 0 ? 70_000 : 100 + Int(rng.next() % 900))
+        for j in bytes.indices { bytes[j] = UInt8(ascii: "a") + UInt8(rng.next() % 26) }
+        let k = bytes.withUnsafeBytes { key($0) }
+        do { try bytes.withUnsafeBytes { try c.store(k, content: $0, verified: true) } } catch { die("\(error)") }
+    }
+    print("stored \(count) entries in \(args[2])")
 case "gc":
     guard args.count == 5, let max = Int(args[3]), let passes = Int(args[4]) else { die("usage: gc CACHE_DIR MAX_SIZE PASSES") }
     let c = try! ContentCache(directory: args[2], verifier: gitVerifier)
@@ -207,5 +220,5 @@ case "read-blobs":
     let t = now() - t0
     print("\(oids.count) blobs, \(bytes) bytes in \(Int(t * 1000)) ms (\(own ? "own pack reader" : "libgit2"), \(repo.blobsReadFromPacks) read by the pack reader)")
 default:
-    die("unknown mode \(args[1]); modes: run, store-random, gc, read-blobs")
+    die("unknown mode \(args[1]); modes: run, store-random, fill, gc, read-blobs")
 }

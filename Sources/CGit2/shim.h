@@ -13,16 +13,10 @@ static inline int gitfs_opt_enable_strict_hash_verification(int enabled) {
 static inline int gitfs_opt_set_cache_max_size(long long bytes) {
     return git_libgit2_opts(GIT_OPT_SET_CACHE_MAX_SIZE, (ssize_t)bytes);
 }
-static inline int gitfs_opt_enable_caching(int enabled) {
-    return git_libgit2_opts(GIT_OPT_ENABLE_CACHING, enabled);
-}
 static inline int gitfs_opt_set_mwindow_size(size_t bytes) {
     return git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, bytes);
 }
 static inline int gitfs_opt_set_mwindow_mapped_limit(size_t bytes) {
     return git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, bytes);
-}
-static inline int gitfs_opt_set_mwindow_file_limit(size_t n) {
-    return git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, n);
 }
 #endif

@@ -1,5 +1,6 @@
 #ifndef GITFS_CZSTD_SHIM_H
 #define GITFS_CZSTD_SHIM_H
-#define ZSTD_STATIC_LINKING_ONLY 0
+/* Only zstd's stable API: ZSTD_STATIC_LINKING_ONLY (which turns on the unstable one when defined,
+   whatever its value) stays undefined. */
 #include <zstd.h>
 #endif

@@ -1,3 +1,4 @@
+import Basics
 /// CRC-32C (Castagnoli): reflected polynomial 0x82F63B78, initial value 0xFFFFFFFF, final xor
 /// 0xFFFFFFFF; CRC32C("123456789") == 0xE3069283. Used for entry headers (cache-layout.md).
 enum CRC32C {

@@ -1,3 +1,4 @@
+import Basics
 import Synchronization
 
 /// An open cache entry (one blob's content). Thread-safe: `read` may be called from any number of
@@ -7,13 +8,13 @@ import Synchronization
 /// file never breaks a read in progress.
 public final class CacheEntry: Sendable {
     /// The object id this entry holds.
-    public let key: CacheKey
+    public let key: ObjectID
     /// Decompressed content size in bytes.
     public let size: Int
 
-    enum Backing: Sendable {
+    enum Backing: ~Copyable, Sendable {
         /// A large entry: its own file, open for the entry's lifetime; offsets are file offsets.
-        case file(Int32)
+        case file(FileDescriptor)
         /// A small entry read from a segment in one pread: the whole record in memory.
         case memory([UInt8])
     }
@@ -27,7 +28,7 @@ public final class CacheEntry: Sendable {
 
     private static let nextID = Atomic<UInt64>(1)
 
-    init(header: EntryHeader, backing: Backing, pool: ZstdPool, onCorrupt: @escaping @Sendable (CacheEntry) -> Void) {
+    init(header: EntryHeader, backing: consuming Backing, pool: ZstdPool, onCorrupt: @escaping @Sendable (CacheEntry) -> Void) {
         self.key = header.key
         self.size = header.contentSize
         self.header = header
@@ -35,10 +36,6 @@ public final class CacheEntry: Sendable {
         self.pool = pool
         self.onCorrupt = onCorrupt
         self.id = CacheEntry.nextID.add(1, ordering: .relaxed).newValue
-    }
-
-    deinit {
-        if case .file(let fd) = backing { SystemIO.close(fd) }
     }
 
     /// Compressed bytes of the chunks (without header).
@@ -96,8 +93,10 @@ public final class CacheEntry: Sendable {
             try r.get()
         case .file(let fd):
             let packed = d.packedBuffer(end - start)
-            let n = SystemIO.preadFull(fd, packed.baseAddress!, end - start, start)
-            if n < 0 { throw CacheError.io("cannot read cache entry \(key): \(SystemIO.errnoText(Int32(-n)))") }
+            let n: Int
+            do { n = try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: packed[0..<(end - start)]), at: start) } catch {
+                throw CacheError.io("cannot read cache entry \(key): \(error.message)")
+            }
             if n != end - start { throw CacheError.corrupt("cache entry \(key) is truncated") }
             try d.decompress(UnsafeRawBufferPointer(rebasing: packed[0..<n]), into: dst)
         }

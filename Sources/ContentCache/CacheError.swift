@@ -1,3 +1,4 @@
+import Basics
 /// An error of the content cache: a kind plus one line saying what went wrong and what to do.
 /// A value type; safe to share between threads.
 public struct CacheError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -7,6 +8,8 @@ public struct CacheError: Error, CustomStringConvertible, Sendable, Equatable {
         case corrupt
         /// The disk holding the cache is full (ENOSPC/EDQUOT).
         case noSpace
+        /// The cache refuses writes (a read-only file system or folder: EROFS, EACCES, EPERM).
+        case readOnly
         /// Any other system call failure.
         case io
         /// The cache directory has a VERSION this build does not understand.

@@ -1,3 +1,4 @@
+import Basics
 /// The byte layout of one entry (cache-layout.md, "Entry format"). All integers little-endian.
 ///
 ///     0   8   magic "gitfsCE1"
@@ -14,7 +15,7 @@ struct EntryHeader: Sendable {
     static let magic: [UInt8] = Array("gitfsCE1".utf8)
     static let fixedSize = 48
 
-    let key: CacheKey
+    let key: ObjectID
     let chunkLog2: Int
     let contentSize: Int
     let created: UInt32
@@ -34,7 +35,7 @@ struct EntryHeader: Sendable {
     static func headerSize(chunkCount: Int) -> Int { fixedSize + 4 * chunkCount + 4 }
 
     /// Encodes a header for the given chunk lengths.
-    static func encode(key: CacheKey, chunkLog2: Int, contentSize: Int, created: UInt32, lengths: [UInt32]) -> [UInt8] {
+    static func encode(key: ObjectID, chunkLog2: Int, contentSize: Int, created: UInt32, lengths: [UInt32]) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(headerSize(chunkCount: lengths.count))
         out += magic
@@ -86,7 +87,7 @@ struct EntryHeader: Sendable {
             pos += l
         }
         offsets.append(pos)
-        let key = CacheKey(raw: UnsafeRawBufferPointer(rebasing: buf[8..<28]))
+        let key = ObjectID(raw: UnsafeRawBufferPointer(rebasing: buf[8..<28]))
         let created = buf.loadUnaligned(fromByteOffset: 44, as: UInt32.self).littleEndian
         return .ok(EntryHeader(key: key, chunkLog2: log2, contentSize: size, created: created, offsets: offsets))
     }

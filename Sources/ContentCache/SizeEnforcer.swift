@@ -1,3 +1,5 @@
+import Basics
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,10 +7,13 @@ import Synchronization
 
 /// A background thread that keeps the cache under a size: every `interval` it flushes last-use
 /// records and, when the entries' du is over `maxSize`, runs one gc pass (down to the low-water
-/// mark). One tracked thread; `stop()` wakes it, waits for it to finish and is idempotent.
-/// Thread-safe.
-public final class SizeEnforcer: Sendable {
-    private let state = Mutex<(stopped: Bool, joined: Bool)>((false, false))
+/// mark). One tracked thread, asleep on a condition between passes; `stop()` wakes it, waits for it to
+/// finish (a gc pass in progress completes first) and is idempotent. Thread-safe: its state is
+/// guarded by the condition's lock.
+public final class SizeEnforcer: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var stopped = false   // guarded by `condition`
+    private var joined = false    // guarded by `condition`
     private let thread = Mutex<pthread_t?>(nil)
     let cache: ContentCache
     let maxSize: Int
@@ -33,25 +38,23 @@ public final class SizeEnforcer: Sendable {
         }, box.toOpaque())
         if rc != 0 {
             box.release()
-            cache.logger.error("cache size enforcer not started: \(SystemIO.errnoText(rc))")
+            cache.logger.error("cache size enforcer not started: \(Errno(rc).message)")
             return
         }
         thread.withLock { $0 = tid }
     }
 
-    private var stopped: Bool { state.withLock { $0.stopped } }
+    /// Sleeps `interval` (or until `stop()`); false once stopped.
+    private func sleep() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: interval.seconds)
+        while !stopped && condition.wait(until: deadline) {}
+        return !stopped
+    }
 
     private func loop() {
-        while !stopped {
-            // Sleep in short steps so stop() returns quickly.
-            let (s, a) = interval.components
-            var left = Double(s) + Double(a) / 1e18
-            while left > 0 && !stopped {
-                let step = min(left, 0.05)
-                usleep(UInt32(step * 1_000_000))
-                left -= step
-            }
-            if stopped { break }
+        while sleep() {
             cache.flushUsage()
             if cache.entriesDiskBytes() > maxSize {
                 do {
@@ -67,12 +70,12 @@ public final class SizeEnforcer: Sendable {
 
     /// Stops the thread and waits for it (including a gc pass in progress). Safe to call twice.
     public func stop() {
-        let join = state.withLock { s -> Bool in
-            s.stopped = true
-            if s.joined { return false }
-            s.joined = true
-            return true
-        }
+        condition.lock()
+        stopped = true
+        let join = !joined
+        joined = true
+        condition.broadcast()
+        condition.unlock()
         guard join, let tid = thread.withLock({ $0 }) else { return }
         pthread_join(tid, nil)
     }

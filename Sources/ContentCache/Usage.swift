@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ extension ContentCache {
     static let touchedFlushCount = 65_536
 
     /// Records a use of `key` in memory; flushes when the interval has passed.
-    func touch(_ key: CacheKey) {
+    func touch(_ key: ObjectID) {
         let now = clock()
         let count = shard(key).touched.withLock { t -> Int in
             t[key] = now
@@ -29,7 +30,7 @@ extension ContentCache {
     public func flushUsage() {
         var records: [UInt8] = []
         for sh in shards {
-            let t = sh.touched.withLock { t -> [CacheKey: UInt32] in
+            let t = sh.touched.withLock { t -> [ObjectID: UInt32] in
                 let copy = t
                 t.removeAll(keepingCapacity: true)
                 return copy
@@ -41,50 +42,83 @@ extension ContentCache {
         }
         lastFlush.store(clock(), ordering: .relaxed)
         if records.isEmpty { return }
+        guard isInitialised else { return }
         usageWriter.withLock { u in
-            if u.fd >= 0 && u.end + records.count > Self.usageRotateSize {
-                SystemIO.close(u.fd) // releases the lock: gc may now fold this journal
-                u.fd = -1
+            if u.journal != nil && u.end + records.count > Self.usageRotateSize {
+                u.journal = nil // closing it releases the lock: gc may now fold this journal
             }
-            if u.fd < 0 {
-                do {
-                    let (fd, tmp) = try createLockedTemp("usage")
-                    let e = SystemIO.pwriteFull(fd, Self.usageMagic, 8, 0)
-                    if e != 0 { SystemIO.unlink(tmp); SystemIO.close(fd); throw Self.failure(e, "cannot write a usage journal") }
-                    do { try publish(tmp, usageDir + "/" + SystemIO.randomName() + ".log") } catch {
-                        SystemIO.unlink(tmp); SystemIO.close(fd); throw error
-                    }
-                    u.fd = fd
+            if u.journal == nil {
+                do throws(CacheError) {
+                    u.journal = try newJournal()
                     u.end = 8
                 } catch {
-                    logger.warning("cache last-use not recorded: \(error)")
+                    noteUsageFailure(error)
                     return
                 }
             }
-            let e = SystemIO.pwriteFull(u.fd, records, records.count, u.end)
-            if e != 0 {
-                SystemIO.ftruncate(u.fd, u.end)
-                logger.warning("cache last-use not recorded: \(SystemIO.errnoText(e))")
+            let j = u.journal!
+            do throws(Errno) { try j.fd.write(records, at: u.end) } catch {
+                try? j.fd.truncate(to: u.end)
+                noteUsageFailure(Self.failure(error, "cannot append to \(j.path)"))
                 return
             }
             u.end += records.count
         }
     }
 
+    /// A new journal of this process: created and locked in tmp/, magic written, renamed into usage/.
+    private func newJournal() throws(CacheError) -> OpenFile {
+        let temp = try createLockedTemp("usage")
+        do { try temp.fd.write(Self.usageMagic, at: 0) } catch {
+            try? FileSystem.remove(temp.path)
+            throw Self.failure(error, "cannot write a usage journal")
+        }
+        let path = usageDir + "/" + Self.randomName() + ".log"
+        do { try publish(temp.path, path) } catch {
+            try? FileSystem.remove(temp.path)
+            throw error
+        }
+        return OpenFile(path: path, fd: temp.fd)
+    }
+
+    /// A read-only cache or a full disk is said once (`logOnce`); other failures each time.
+    private func noteUsageFailure(_ error: CacheError) {
+        switch error.kind {
+        case .readOnly, .noSpace: logOnce(error)
+        default: logger.warning("cache last-use not recorded: \(error)")
+        }
+    }
+
+    /// Replaces the journals no live process holds with one journal of the surviving keys' times
+    /// (gc's last step).
+    func foldUsage(_ paths: [String], lastUse: [ObjectID: UInt32], live: Set<ObjectID>) {
+        guard !paths.isEmpty else { return }
+        var bytes = Self.usageMagic
+        for (k, t) in lastUse where live.contains(k) {
+            bytes += k.bytes
+            appendLE(&bytes, t)
+        }
+        guard let temp = try? createLockedTemp("usage") else { return }
+        do throws(CacheError) {
+            do { try temp.fd.write(bytes, at: 0) } catch { throw Self.failure(error, "cannot write a usage journal") }
+            try publish(temp.path, usageDir + "/" + Self.randomName() + ".log")
+        } catch {
+            try? FileSystem.remove(temp.path)
+            return
+        }
+        for p in paths { try? FileSystem.remove(p) }
+    }
+
     /// Reads one journal into `into` (keeping the latest time per key). Partial trailing records are ignored.
-    static func readJournal(_ path: String, into: inout [CacheKey: UInt32]) -> Bool {
-        let fd = SystemIO.open(path, O_RDONLY)
-        if fd < 0 { return false }
-        defer { SystemIO.close(fd) }
-        guard let st = SystemIO.fstat(fd) else { return false }
-        let size = Int(st.st_size)
-        var buf = [UInt8](repeating: 0, count: size)
-        let n = buf.withUnsafeMutableBytes { SystemIO.preadFull(fd, $0.baseAddress!, size, 0) }
+    static func readJournal(_ path: String, into: inout [ObjectID: UInt32]) -> Bool {
+        guard let fd = try? FileDescriptor.open(path, O_RDONLY), let st = try? fd.status(),
+              let buf = try? fd.read(count: Int(st.st_size), at: 0) else { return false }
+        let n = buf.count
         guard n >= 8, Array(buf[0..<8]) == usageMagic else { return false }
         buf.withUnsafeBytes { raw in
             var p = 8
             while p + 24 <= n {
-                let k = CacheKey(raw: UnsafeRawBufferPointer(rebasing: raw[p..<(p + 20)]))
+                let k = ObjectID(raw: UnsafeRawBufferPointer(rebasing: raw[p..<(p + 20)]))
                 let t = raw.loadUnaligned(fromByteOffset: p + 20, as: UInt32.self).littleEndian
                 if t > into[k, default: 0] { into[k] = t }
                 p += 24

@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,10 +35,9 @@ final class Decompressor: @unchecked Sendable {
     let dctx: OpaquePointer
     var plain: UnsafeMutableRawBufferPointer = .init(start: nil, count: 0)
     var packed: UnsafeMutableRawBufferPointer = .init(start: nil, count: 0)
-    /// Which (entry id, chunk index) `plain` currently holds, and its length; entry 0 = none.
+    /// Which (entry id, chunk index) `plain` currently holds; entry 0 = none.
     var memoEntry: UInt64 = 0
     var memoChunk: Int = -1
-    var memoLength: Int = 0
 
     init() { dctx = ZSTD_createDCtx() }
     deinit {

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -70,8 +71,8 @@ extension Doctor {
         }
         var checked = 0, bad: [String] = []
         for mirror in MirrorStore(home: home).names() {
-            for (oid, key) in sampleBlobs(mirror: mirror, limit: 16) {
-                guard let entry = cache.lookup(key), entry.size <= 4 << 20 else { continue }
+            for oid in sampleBlobs(mirror: mirror, limit: 16) {
+                guard let entry = cache.lookup(oid), entry.size <= 4 << 20 else { continue }
                 checked += 1
                 var bytes = [UInt8](repeating: 0, count: entry.size)
                 let n = try? bytes.withUnsafeMutableBytes { buffer -> Int in
@@ -97,15 +98,13 @@ extension Doctor {
         return out
     }
 
-    /// Up to `limit` blobs at the top of the mirror's default branch, with their cache keys.
-    private func sampleBlobs(mirror: String, limit: Int) -> [(ObjectID, CacheKey)] {
+    /// Up to `limit` blobs at the top of the mirror's default branch.
+    private func sampleBlobs(mirror: String, limit: Int) -> [ObjectID] {
         guard let repo = try? MirrorStore(home: home).open(name: mirror),
               let refs = try? repo.refs(), let branch = refs.defaultBranch,
               let target = refs.branches.first(where: { $0.name == branch })?.target,
               let commit = try? repo.commit(target), let entries = try? repo.tree(commit.tree) else { return [] }
-        return entries.filter { $0.objectKind == .blob }.prefix(limit).map { e in
-            (e.oid, e.oid.withUnsafeBytes { CacheKey(raw: $0) })
-        }
+        return entries.filter { $0.objectKind == .blob }.prefix(limit).map(\.oid)
     }
 
     /// Each mirror: readable, its origin URL (credentials masked), and with `network` whether it answers.

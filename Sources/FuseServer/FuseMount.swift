@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -183,7 +184,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
         while true {
             if sessionEnded.load(ordering: .acquiring) { return }
             if stopRequested.load(ordering: .acquiring) {
-                let now = monotonicNanoseconds()
+                let now = MonotonicTime.now.nanoseconds
                 if deadline == nil { deadline = now + UInt64(max(0, options.shutdownGrace) * 1e9) }
                 if now >= deadline! {
                     logger.warning("shutdown grace of \(options.shutdownGrace)s over with files still open: closing the FUSE connection (their readers get an error)")
@@ -195,7 +196,7 @@ public final class FuseMount<FS: FuseFileSystem>: Sendable {
             if watching { fds.append(pollfd(fd: processSignalFD, events: Int16(POLLIN), revents: 0)) }
             var timeout: Int32 = -1
             if let deadline {
-                let now = monotonicNanoseconds()
+                let now = MonotonicTime.now.nanoseconds
                 timeout = now >= deadline ? 0 : Int32(min(UInt64(Int32.max), (deadline - now) / 1_000_000 + 1))
             } else if !watching {
                 timeout = 1000   // re-check watchSignals, set by installSignalHandlers() after serve started
@@ -370,12 +371,6 @@ func signalEventFD(_ fd: Int32) {
 func drainEventFD(_ fd: Int32) {
     var value: UInt64 = 0
     while read(fd, &value, 8) < 0 && errno == EINTR {}
-}
-
-func monotonicNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
 func sleepBriefly() {

@@ -1,3 +1,4 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,25 +19,6 @@ public struct MountInfoEntry: Sendable, Equatable {
 
 /// Reading /proc/self/mountinfo and the checks done before mounting. Stateless: thread-safe.
 public enum MountTable {
-    /// Reads a whole small file (procfs) with read(2), retrying EINTR.
-    static func readFile(_ path: String) -> [UInt8]? {
-        let fd = path.withCString { Glibc.open($0, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return nil
-            }
-            if n == 0 { break }
-            data.append(contentsOf: chunk[0..<n])
-        }
-        return data
-    }
-
     /// Decodes the octal escapes (\040 for space...) mountinfo uses in paths.
     static func unescape(_ field: Substring) -> String {
         var bytes: [UInt8] = []
@@ -56,7 +38,7 @@ public enum MountTable {
     }
 
     public static func entries() -> [MountInfoEntry] {
-        guard let data = readFile("/proc/self/mountinfo") else { return [] }
+        guard let data = try? FileSystem.readFile("/proc/self/mountinfo") else { return [] }
         var result: [MountInfoEntry] = []
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: false)

@@ -1,28 +1,7 @@
+import Basics
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// An errno value a filesystem operation fails with (ENOENT, EROFS, EIO...). A plain value: thread-safe.
-public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: Int32
-    public init(_ rawValue: Int32) { self.rawValue = rawValue }
-
-    public static let noEntry = Errno(ENOENT)
-    public static let io = Errno(EIO)
-    public static let readOnlyFileSystem = Errno(EROFS)
-    public static let notDirectory = Errno(ENOTDIR)
-    public static let isDirectory = Errno(EISDIR)
-    public static let invalid = Errno(EINVAL)
-    public static let noData = Errno(ENODATA)
-    public static let notSupported = Errno(ENOTSUP)
-    public static let range = Errno(ERANGE)
-    public static let badFileDescriptor = Errno(EBADF)
-
-    /// `strerror` text and number, e.g. "No such file or directory (errno 2)".
-    public var description: String {
-        "\(String(cString: strerror(rawValue))) (errno \(rawValue))"
-    }
-}
 
 /// The kind of a node; decides the file-type bits of st_mode.
 public enum NodeKind: Sendable {

@@ -105,7 +105,7 @@ public final class GitFSMount: Sendable {
     public func statsJSON(uptime: Double) -> [UInt8] {
         let s = server.counters
         let r = resolver.counters
-        let totals = resolver.cache.totals()
+        let totals = resolver.cache.runningTotals()
         var fields: [(String, String)] = [
             ("requests", "\(s.requests)"), ("reads", "\(s.reads)"), ("bytes_read", "\(s.bytesRead)"),
             ("cache_hits", "\(r.cacheHits)"), ("cache_misses", "\(r.cacheMisses)"), ("blob_loads", "\(r.blobLoads)"),

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import FuseServer
@@ -402,7 +403,7 @@ public final class GitFileSystem: FuseFileSystem {
     }
 
     public func statistics() -> (totalBytes: UInt64, files: UInt64) {
-        let totals = resolver.cache.totals()
+        let totals = resolver.cache.runningTotals()
         return (UInt64(max(0, totals.diskBytes)), UInt64(max(0, totals.entries)))
     }
 

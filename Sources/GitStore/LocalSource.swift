@@ -1,3 +1,4 @@
+import Basics
 import CGit2
 import Glibc
 
@@ -27,7 +28,9 @@ enum LocalSource {
         var dir = String(cString: common)
         if !dir.hasSuffix("/") { dir += "/" }
         let from = dir + "objects"
-        try FileSystem.makeDirectories(objects + "/pack")
+        do { try FileSystem.makeDirectories(objects + "/pack") } catch {
+            throw GitStoreError(.io, "cannot create directory \(objects)/pack: \(error.message)")
+        }
         let indexes = FileSystem.list(from + "/pack").filter { $0.hasPrefix("pack-") && $0.hasSuffix(".idx") }
         for idx in indexes.sorted() {
             let base = String(idx.dropLast(4))
@@ -64,36 +67,27 @@ enum LocalSource {
         guard w == 0 else { throw fail(w) }
     }
 
-    /// Copies one file to a new file (read and write in 1 MiB blocks, EINTR retried); an existing target
-    /// is left as it is.
+    /// Copies one file to a new file (read and write in 1 MiB blocks, `FileDescriptor`); an existing
+    /// target is left as it is.
     private static func copy(_ source: String, _ target: String) throws(GitStoreError) {
-        func fail(_ what: String) -> GitStoreError {
-            GitStoreError(.io, "cannot copy \(source) to \(target): \(what): \(String(cString: strerror(errno)))")
-        }
-        var input: Int32
-        repeat { input = open(source, O_RDONLY | O_CLOEXEC) } while input < 0 && errno == EINTR
-        guard input >= 0 else { throw fail("open") }
-        defer { close(input) }
-        var output: Int32
-        repeat { output = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o444) } while output < 0 && errno == EINTR
-        if output < 0 && errno == EEXIST { return }
-        guard output >= 0 else { throw fail("create") }
-        defer { close(output) }
-        let size = 1 << 20
-        guard let buffer = malloc(size) else { throw fail("allocate") }
-        defer { free(buffer) }
-        while true {
-            let n = read(input, buffer, size)
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw fail("read") }
-            if n == 0 { return }
-            var done = 0
-            while done < n {
-                let w = write(output, buffer + done, n - done)
-                if w < 0 && errno == EINTR { continue }
-                guard w > 0 else { throw fail("write") }
-                done += w
+        do throws(Errno) {
+            let input = try FileDescriptor.open(source, O_RDONLY)
+            let output: FileDescriptor
+            do { output = try FileDescriptor.open(target, O_WRONLY | O_CREAT | O_EXCL, permissions: 0o444) } catch {
+                if error == .exists { return }
+                throw error
             }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { buffer.deallocate() }
+            var offset = 0
+            while true {
+                let n = try input.read(into: buffer, at: offset)
+                if n == 0 { return }
+                try output.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset)
+                offset += n
+            }
+        } catch {
+            throw GitStoreError(.io, "cannot copy \(source) to \(target): \(error.message)")
         }
     }
 }

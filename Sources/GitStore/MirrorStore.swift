@@ -1,3 +1,4 @@
+import Basics
 import CGit2
 import Foundation
 
@@ -77,7 +78,9 @@ public struct MirrorStore: Sendable {
         if FileSystem.exists(final) {
             throw GitStoreError(.exists, "a repository named '\(name)' already exists; pick another name or 'gitfs remove \(name)' first")
         }
-        try FileSystem.makeDirectories(home.reposPath)
+        do { try FileSystem.makeDirectories(home.reposPath) } catch {
+            throw GitStoreError(.io, "cannot create directory \(home.reposPath): \(error.message)")
+        }
         removeStaleTemporaries()
         let tmp = home.reposPath + "/.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(name)"
         var keepTmp = false

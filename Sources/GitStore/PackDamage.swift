@@ -1,3 +1,4 @@
+import Basics
 import Glibc
 
 /// Says what is wrong with the packs of a mirror, from the files as they are now: a pack without its
@@ -28,8 +29,8 @@ enum PackDamage {
 
     /// What is wrong with one pack and its version-2 index, or nil.
     private static func check(pack: String, index: String, base: String) -> String? {
-        guard let idx = OpenFile(index) else { return "its index \(base).idx cannot be opened: \(String(cString: strerror(errno)))" }
-        guard let pk = OpenFile(pack) else { return "it cannot be opened: \(String(cString: strerror(errno)))" }
+        guard let idx = OpenFile(index) else { return "its index \(base).idx cannot be opened or read" }
+        guard let pk = OpenFile(pack) else { return "it cannot be opened or read" }
         let fixed = 8 + 256 * 4 + 40
         guard idx.size >= fixed, let magic = idx.read(0, 8), magic == [0xff, 0x74, 0x4f, 0x63, 0, 0, 0, 2] else {
             return "its index \(base).idx is not a version-2 pack index (\(idx.size) bytes)"
@@ -56,29 +57,19 @@ enum PackDamage {
 
     /// A file open for `pread`, with its size; closed exactly once.
     private struct OpenFile: ~Copyable {
-        let fd: Int32
+        let file: FileDescriptor
         let size: Int
 
         init?(_ path: String) {
-            var fd: Int32
-            repeat { fd = open(path, O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
-            guard fd >= 0 else { return nil }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else {
-                close(fd)
-                return nil
-            }
-            self.fd = fd
+            guard let file = try? FileDescriptor.open(path, O_RDONLY), let st = try? file.status() else { return nil }
+            self.file = file
             self.size = Int(st.st_size)
         }
 
         /// `count` bytes at `offset`; nil when fewer could be read.
         func read(_ offset: Int, _ count: Int) -> [UInt8]? {
-            guard offset >= 0 else { return nil }
-            var out = [UInt8](repeating: 0, count: count)
-            return MappedPack.readFully(fd, into: &out, at: offset) == count ? out : nil
+            guard offset >= 0, let bytes = try? file.read(count: count, at: offset), bytes.count == count else { return nil }
+            return bytes
         }
-
-        deinit { close(fd) }
     }
 }

@@ -1,3 +1,4 @@
+import Basics
 import CDeflate
 import CPackGuard
 import Glibc
@@ -74,7 +75,7 @@ final class PackReader: Sendable {
     /// (`stat`, then the `*.idx` files when its mtime moved) when `lookNow` or when the last look is
     /// older than `recheckInterval`, so a pack gc removed is unmapped once no reader holds it.
     func packs(lookNow: Bool) -> (packs: [MappedPack], fresh: Bool) {
-        let now = Self.monotonicNanoseconds()
+        let now = MonotonicTime.now.nanoseconds
         let current = state.withLock { s -> [MappedPack]? in
             lookNow || s.stamp == nil || now &- s.checked >= Self.recheckInterval ? nil : s.packs
         }
@@ -103,13 +104,6 @@ final class PackReader: Sendable {
             return fresh
         }
         return (packs, true)
-    }
-
-    /// `clock_gettime(CLOCK_MONOTONIC)` in nanoseconds.
-    private static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
     /// Names of the `*.idx` files in `dir` (`opendir`/`readdir`), sorted for a stable order.
@@ -142,8 +136,8 @@ final class MappedPack: @unchecked Sendable {
     private static let serials = Atomic<UInt64>(0)
     private let index: UnsafeRawBufferPointer
     private let pack: UnsafeRawBufferPointer
-    /// The pack, open for `pread` of small entries.
-    private let fd: Int32
+    /// The pack, open for `pread` of headers and small entries.
+    private let packFile: FileDescriptor
 
     /// A file's identity: device and inode numbers.
     struct FileID: Equatable {
@@ -180,7 +174,7 @@ final class MappedPack: @unchecked Sendable {
         self.name = name
         self.index = index
         self.pack = pack
-        self.fd = pfd
+        self.packFile = FileDescriptor(adopting: pfd)
         let fixed = MappedPack.shaTable + 40
         var n = 0
         var large = -1
@@ -195,8 +189,8 @@ final class MappedPack: @unchecked Sendable {
         var head = [UInt8](repeating: 0, count: 12)
         var trailer = [UInt8](repeating: 0, count: 20)
         guard large >= 0, MappedPack.fanoutIsSorted(index), pack.count >= 32,
-              MappedPack.readFully(pfd, into: &head, at: 0) == 12,
-              MappedPack.readFully(pfd, into: &trailer, at: pack.count - 20) == 20
+              MappedPack.read(packFile, into: &head, at: 0) == 12,
+              MappedPack.read(packFile, into: &trailer, at: pack.count - 20) == 20
         else { return nil }
         let h = head.withUnsafeBytes { b in (MappedPack.be32(b, 0), MappedPack.be32(b, 4), MappedPack.be32(b, 8)) }
         guard h.0 == 0x5041_434b, [2, 3].contains(h.1), Int(h.2) == n, // "PACK", version, object count
@@ -209,33 +203,18 @@ final class MappedPack: @unchecked Sendable {
 
     /// The pack's size now (`fstat` of the open file); nil when that fails.
     func currentSize() -> Int? {
-        var st = stat()
-        return fstat(fd, &st) == 0 ? Int(st.st_size) : nil
+        return (try? packFile.status()).map { Int($0.st_size) }
     }
 
-    /// `pread` of `buffer.count` bytes at `offset`, EINTR retried, until done or the end of the file;
-    /// the number of bytes read (fewer at the end of the file), -1 on an error.
-    static func readFully(_ fd: Int32, into buffer: inout [UInt8], at offset: Int) -> Int {
-        buffer.withUnsafeMutableBytes { readFully(fd, into: $0.baseAddress!, count: $0.count, at: offset) }
-    }
-
-    /// `pread` of `count` bytes at `offset` into `out`, EINTR retried, until done or the end of the file.
-    static func readFully(_ fd: Int32, into out: UnsafeMutableRawPointer, count: Int, at offset: Int) -> Int {
-        var done = 0
-        while done < count {
-            let n = pread(fd, out + done, count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { return -1 }
-            if n == 0 { break }
-            done += n
-        }
-        return done
+    /// `pread` into `buffer` at `offset` (`FileDescriptor.read`): the bytes read, fewer at the end of the
+    /// file, -1 on an error.
+    static func read(_ file: borrowing FileDescriptor, into buffer: inout [UInt8], at offset: Int) -> Int {
+        buffer.withUnsafeMutableBytes { (try? file.read(into: $0, at: offset)) ?? -1 }
     }
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
         munmap(UnsafeMutableRawPointer(mutating: pack.baseAddress), pack.count)
-        close(fd)
     }
 
     /// `open` + `fstat` + `mmap(PROT_READ, MAP_SHARED)` of a whole file, and the open descriptor; nil
@@ -322,7 +301,8 @@ final class MappedPack: @unchecked Sendable {
         guard offset >= 12, offset < pack.count - 20 else { return nil }
         let want = min(MappedPack.maxHeader, pack.count - 20 - offset)
         return withUnsafeTemporaryAllocation(byteCount: MappedPack.maxHeader, alignment: 8) { buf -> Header? in
-            guard MappedPack.readFully(fd, into: buf.baseAddress!, count: want, at: offset) == want else { return nil }
+            let wanted = UnsafeMutableRawBufferPointer(rebasing: buf[0..<want])
+            guard (try? packFile.read(into: wanted, at: offset)) == want else { return nil }
             return parseHeader(UnsafeRawBufferPointer(rebasing: buf[0..<want]), at: offset)
         }
     }
@@ -468,7 +448,8 @@ final class MappedPack: @unchecked Sendable {
         guard let scratch = malloc(length) else { return false }
         defer { free(scratch) }
         // A short read: the pack is shorter now than when it was opened (the caller reports it).
-        guard MappedPack.readFully(fd, into: scratch, count: length, at: offset) == length else { return false }
+        let wanted = UnsafeMutableRawBufferPointer(start: scratch, count: length)
+        guard (try? packFile.read(into: wanted, at: offset)) == length else { return false }
         let header = data - offset
         return MappedPack.inflate(UnsafeRawPointer(scratch), offset: 0, data: header, available: length - header,
                                   size: size, into: out, crc: crc).ok

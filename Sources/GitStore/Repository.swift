@@ -1,3 +1,4 @@
+import Basics
 import CGit2
 import CPackGuard
 import Foundation
@@ -432,13 +433,11 @@ enum CommitParser {
             if end == i { break } // blank line: end of header
             let line = UnsafeRawBufferPointer(rebasing: raw[i..<end])
             if line.starts(with: "tree ".utf8), line.count == 45 {
-                var t = (UInt64(0), UInt64(0), UInt32(0))
-                guard ObjectID.parseHex(UnsafeRawBufferPointer(rebasing: line[5...]), into: &t) else { return nil }
-                tree = withUnsafeBytes(of: &t) { ObjectID(raw: UnsafeRawBufferPointer(rebasing: $0[0..<20])) }
+                guard let id = ObjectID(hexUTF8: UnsafeRawBufferPointer(rebasing: line[5...])) else { return nil }
+                tree = id
             } else if line.starts(with: "parent ".utf8), line.count == 47 {
-                var t = (UInt64(0), UInt64(0), UInt32(0))
-                guard ObjectID.parseHex(UnsafeRawBufferPointer(rebasing: line[7...]), into: &t) else { return nil }
-                parents.append(withUnsafeBytes(of: &t) { ObjectID(raw: UnsafeRawBufferPointer(rebasing: $0[0..<20])) })
+                guard let id = ObjectID(hexUTF8: UnsafeRawBufferPointer(rebasing: line[7...])) else { return nil }
+                parents.append(id)
             } else if line.starts(with: "committer ".utf8) {
                 // "committer Name <email> 1234567890 +0000": the number after the last '>'.
                 if let gt = line.lastIndex(of: UInt8(ascii: ">")) {

@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 
 /// The type of a git object.

@@ -2,15 +2,7 @@ import ArgumentParser
 import ContentCache
 import Foundation
 import GitStore
-
-/// Opens the home's content cache with git's blob hash as the verifier.
-enum CacheAccess {
-    static func open(_ global: GlobalOptions) throws -> ContentCache {
-        try ContentCache(directory: global.resolvedHome + "/cache") { key, content in
-            GitHash.blobID(of: content).withUnsafeBytes { CacheKey(raw: $0) } == key
-        }
-    }
-}
+import Resolver
 
 /// `gitfs gc`: evicts least-recently-used cache entries and stale temporary files.
 struct Gc: ParsableCommand {
@@ -35,7 +27,7 @@ struct Gc: ParsableCommand {
     }
 
     func run() throws {
-        let cache = try CacheAccess.open(global)
+        let cache = try Resolver.openCache(home: Home(path: global.resolvedHome))
         let report = try cache.gc(maxSize: maxSize.flatMap(Units.size), maxAge: maxAge.flatMap(Units.seconds), dryRun: dryRun)
         print(report)
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Basics
 import Foundation
 import GitStore
 
@@ -29,7 +30,7 @@ struct List: ParsableCommand {
         var rows = [["NAME", "DEFAULT", "BRANCHES", "TAGS", "LAST FETCH", "SIZE", "URL"]]
         for i in infos {
             rows.append([i.name, i.defaultBranch ?? "-", String(i.branchCount), String(i.tagCount),
-                         i.lastFetch.map { fmt.string(from: $0) } ?? "-", humanSize(i.sizeOnDisk), i.url])
+                         i.lastFetch.map { fmt.string(from: $0) } ?? "-", ByteCount.format(i.sizeOnDisk, style: .short), i.url])
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for row in rows {
@@ -45,11 +46,3 @@ struct List: ParsableCommand {
     }
 }
 
-/// 1536 -> "1.5K" (powers of 1024).
-func humanSize(_ bytes: Int) -> String {
-    let units = ["B", "K", "M", "G", "T"]
-    var v = Double(bytes)
-    var u = 0
-    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
-    return u == 0 ? "\(bytes)B" : String(format: "%.1f%@", v, units[u])
-}

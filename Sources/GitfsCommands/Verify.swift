@@ -1,6 +1,8 @@
 import ArgumentParser
 import ContentCache
 import Foundation
+import GitStore
+import Resolver
 
 /// `gitfs verify`: checks every cache entry against its object id; exit 1 while bad entries remain.
 struct Verify: ParsableCommand {
@@ -14,7 +16,7 @@ struct Verify: ParsableCommand {
     var repair = false
 
     func run() throws {
-        let cache = try CacheAccess.open(global)
+        let cache = try Resolver.openCache(home: Home(path: global.resolvedHome))
         let report = try cache.verify(repair: repair)
         for bad in report.bad { print("bad: \(bad)") }
         print(report)

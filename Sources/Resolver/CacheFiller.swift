@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -23,7 +24,7 @@ final class CacheFiller: @unchecked Sendable {
     private let maxPendingBytes: Int
     private let condition = NSCondition()
     // Guarded by `condition`.
-    private var queue: [(key: CacheKey, id: ObjectID)] = []
+    private var queue: [ObjectID] = []
     private var queueHead = 0
     /// The bytes waiting to be written, sharded by id so readers looking for them (`pendingBytes(of:)`,
     /// on the read path) take only their shard's lock. Changed only under `condition` (then the shard).
@@ -52,8 +53,8 @@ final class CacheFiller: @unchecked Sendable {
         if workers?.count == 0 { stopping = true }   // no thread: every submit is refused (stored in place)
     }
 
-    /// Queues `bytes` for publication under `key`; false when the queue is full or shutting down.
-    func submit(_ key: CacheKey, id: ObjectID, bytes: BlobBuffer) -> Bool {
+    /// Queues `bytes` for publication under `id`; false when the queue is full or shutting down.
+    func submit(_ id: ObjectID, bytes: BlobBuffer) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         let shard = pending[Self.shard(of: id)]
@@ -67,7 +68,7 @@ final class CacheFiller: @unchecked Sendable {
         }
         shard.withLock { $0[id] = bytes }
         pendingCount += 1
-        queue.append((key, id))
+        queue.append(id)
         condition.signal()
         return true
     }
@@ -106,26 +107,26 @@ final class CacheFiller: @unchecked Sendable {
                 condition.unlock()
                 return
             }
-            let job = queue[queueHead]
+            let id = queue[queueHead]
             queueHead += 1
             if queueHead > 1024 && queueHead * 2 > queue.count {
                 queue.removeFirst(queueHead)
                 queueHead = 0
             }
-            let bytes = pending[Self.shard(of: job.id)].withLock { $0[job.id] }
+            let bytes = pending[Self.shard(of: id)].withLock { $0[id] }
             condition.unlock()
 
             do {
                 if let bytes {
-                    try bytes.withUnsafeBytes { try cache.store(job.key, content: $0, verified: bytes.isVerified) }
+                    try bytes.withUnsafeBytes { try cache.store(id, content: $0, verified: bytes.isVerified) }
                 }
-            } catch let error as CacheError where error.kind == .noSpace {
-                // The cache logs a full disk once; the blob was served anyway.
+            } catch let error as CacheError where error.kind == .noSpace || error.kind == .readOnly {
+                // The cache logs a full disk or a read-only cache once; the blob was served anyway.
             } catch {
-                logger.error("could not write a blob to the content cache", metadata: ["object": "\(job.id)", "error": "\(error)"])
+                logger.error("could not write a blob to the content cache", metadata: ["object": "\(id)", "error": "\(error)"])
             }
             condition.lock()
-            if let held = pending[Self.shard(of: job.id)].withLock({ $0.removeValue(forKey: job.id) }) {
+            if let held = pending[Self.shard(of: id)].withLock({ $0.removeValue(forKey: id) }) {
                 pendingCount -= 1
                 if held.count > largeBlob { largePendingBytes -= held.count } else { pendingBytes -= held.count }
             }

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -82,17 +83,6 @@ public struct PrefetchSummary: Sendable, CustomStringConvertible {
     }
 }
 
-/// Byte counts for people: B, KiB, MiB, GiB.
-public enum ByteCount {
-    public static func format(_ n: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var v = Double(n)
-        var i = 0
-        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
-        return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
-    }
-}
-
 /// Loads into the content cache every blob (files, executables, symlinks; not submodules) of one or
 /// more revisions of a repository whose path matches a `PathFilter`.
 ///
@@ -145,7 +135,7 @@ public final class Prefetcher: Sendable {
     /// the summary.
     public func run(revisions: [String], progressInterval: Duration = .milliseconds(100),
                     onProgress: (@Sendable (PrefetchProgress) -> Void)? = nil) throws(ResolverError) -> PrefetchSummary {
-        let start = ContinuousClock.now
+        let start = MonotonicTime.now
         let commits = try resolve(revisions)
         var roots: [ObjectID] = []
         for c in commits { roots.append(try view.commit(c).tree) }
@@ -160,7 +150,7 @@ public final class Prefetcher: Sendable {
                         slept += .milliseconds(10)
                     }
                     if state.finished.load(ordering: .acquiring) { break }
-                    cb(state.snapshot(elapsed: ContinuousClock.now - start))
+                    cb(state.snapshot(elapsed: MonotonicTime.now - start))
                 }
             }
         }
@@ -187,7 +177,7 @@ public final class Prefetcher: Sendable {
                 let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                 guard i < blobs.count else { break }
                 let id = blobs[i].id
-                if cache.contains(id.withUnsafeBytes { CacheKey(raw: $0) }) {
+                if cache.contains(id) {
                     cachedCount.add(1, ordering: .relaxed)
                 } else {
                     local.append((i, (try? self.view.blobSize(id)) ?? 0))
@@ -220,7 +210,7 @@ public final class Prefetcher: Sendable {
                     do {
                         // Missing when checked: straight to the single-flight loader (it looks in the
                         // cache once more, so an object another process filled meanwhile is not reloaded).
-                        _ = try view.load(blob.id, key: blob.id.withUnsafeBytes { CacheKey(raw: $0) }, deferStore: false)
+                        _ = try view.load(blob.id, deferStore: false)
                         loadedCount.add(1, ordering: .relaxed)
                         loadedBytes.add(size, ordering: .relaxed)
                     } catch {
@@ -242,16 +232,12 @@ public final class Prefetcher: Sendable {
         summary.failures = f.first
         summary.interrupted = cancellation.isCancelled
         summary.skipped = summary.matched - summary.loaded - summary.alreadyCached - summary.failed
-        summary.seconds = Self.seconds(ContinuousClock.now - start)
+        summary.seconds = (MonotonicTime.now - start).seconds
         view.resolver.cache.flushUsage()
         state.finished.store(true, ordering: .releasing)
         reporter?.join()
-        onProgress?(state.snapshot(elapsed: ContinuousClock.now - start))
+        onProgress?(state.snapshot(elapsed: MonotonicTime.now - start))
         return summary
-    }
-
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
 
     /// One blob to load: its id and the first path it was found at (for messages).

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -15,7 +16,7 @@ public final class RepoView: Sendable {
 
     private struct RefsState: Sendable {
         var refs: RefIndex?
-        var readAt: ContinuousClock.Instant?
+        var readAt: MonotonicTime?
     }
     private let refsState = Mutex(RefsState())
 
@@ -31,7 +32,7 @@ public final class RepoView: Sendable {
 
     /// Branches, tags and default branch, indexed, at most `refsLifetime` old.
     public func refs() throws(ResolverError) -> RefIndex {
-        let now = ContinuousClock.now
+        let now = MonotonicTime.now
         if let fresh = refsState.withLock({ s -> RefIndex? in
             if let refs = s.refs, let at = s.readAt, now - at < Self.refsLifetime { return refs }
             return nil
@@ -98,7 +99,7 @@ public final class RepoView: Sendable {
     public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
         if let s = resolver.sizes.value(for: id) { return s }
         let size: Int
-        if let indexed = resolver.cache.indexedSize(id.withUnsafeBytes { CacheKey(raw: $0) }) {
+        if let indexed = resolver.cache.indexedSize(id) {
             size = indexed
         } else {
             do { size = try repository.header(id).size } catch { throw .git(error) }
@@ -136,9 +137,8 @@ public final class RepoView: Sendable {
             counter?.hits.add(1, ordering: .relaxed)
             return open
         }
-        let key = id.withUnsafeBytes { CacheKey(raw: $0) }
         let loaded: LoadedBlob
-        if let entry = resolver.cache.lookup(key) {
+        if let entry = resolver.cache.lookup(id) {
             counter?.hits.add(1, ordering: .relaxed)
             loaded = .cached(entry)
         } else if let waiting = resolver.filler?.pendingBytes(of: id) {
@@ -147,7 +147,7 @@ public final class RepoView: Sendable {
             loaded = .memory(waiting)
         } else {
             counter?.misses.add(1, ordering: .relaxed)
-            loaded = try load(id, key: key, deferStore: true, speculative: speculative)
+            loaded = try load(id, deferStore: true, speculative: speculative)
         }
         let content = BlobContent(id: id, view: self, loaded: loaded)
         if !speculative { resolver.opened.set(content, for: id, bytes: content.memoryBytes ?? (64 << 10)) }
@@ -158,25 +158,24 @@ public final class RepoView: Sendable {
     /// `speculative` (the mount's speculator): skip a blob that is already on its way into the cache;
     /// a load counts in `speculative_loads`.
     public func ensureCached(_ id: ObjectID, speculative: Bool = false) throws(ResolverError) -> Bool {
-        let key = id.withUnsafeBytes { CacheKey(raw: $0) }
-        if resolver.cache.contains(key) { return false }
+        if resolver.cache.contains(id) { return false }
         if speculative, resolver.filler?.pendingBytes(of: id) != nil { return false }
-        _ = try load(id, key: key, deferStore: false, speculative: speculative)
+        _ = try load(id, deferStore: false, speculative: speculative)
         return true
     }
 
     /// Loads a blob out of the packs through the single-flight loader.
     /// `speculative` loads count in `speculativeLoads`, not in `blobLoads` (loads readers asked for).
-    func load(_ id: ObjectID, key: CacheKey, deferStore: Bool, speculative: Bool = false) throws(ResolverError) -> LoadedBlob {
+    func load(_ id: ObjectID, deferStore: Bool, speculative: Bool = false) throws(ResolverError) -> LoadedBlob {
         let resolver = self.resolver
         let outcome: (value: LoadedBlob, joined: Bool)
         do {
             outcome = try resolver.loads.run(id) { () throws(ResolverError) -> LoadedBlob in
                 // Another process (or a load that just finished) may have filled it meanwhile.
-                if let entry = resolver.cache.lookup(key) { return .cached(entry) }
+                if let entry = resolver.cache.lookup(id) { return .cached(entry) }
                 if let waiting = resolver.filler?.pendingBytes(of: id) {
                     // Loaded moments ago for a reader and not written yet.
-                    if !deferStore { try self.storeNow(key, waiting) }
+                    if !deferStore { try self.storeNow(id, waiting) }
                     return .memory(waiting)
                 }
                 if speculative {
@@ -184,7 +183,7 @@ public final class RepoView: Sendable {
                 } else {
                     resolver.blobLoads.add(1, ordering: .relaxed)
                 }
-                return try self.loadFromPacks(id, key: key, deferStore: deferStore)
+                return try self.loadFromPacks(id, deferStore: deferStore)
             }
         } catch let e as ResolverError {
             throw e
@@ -195,9 +194,9 @@ public final class RepoView: Sendable {
         return outcome.value
     }
 
-    private func storeNow(_ key: CacheKey, _ bytes: BlobBuffer) throws(ResolverError) {
+    private func storeNow(_ id: ObjectID, _ bytes: BlobBuffer) throws(ResolverError) {
         do {
-            try bytes.withUnsafeBytes { try resolver.cache.store(key, content: $0, verified: bytes.isVerified) }
+            try bytes.withUnsafeBytes { try resolver.cache.store(id, content: $0, verified: bytes.isVerified) }
         } catch let e as CacheError {
             throw .cache(e)
         } catch {
@@ -208,21 +207,21 @@ public final class RepoView: Sendable {
     /// Inflates a blob (kept in libgit2's buffer, no copy) and either hands it to the background filler
     /// (`deferStore`, mounts) or writes it to the cache now. A blob whose bytes do not match its id is
     /// never served; a full disk only costs the cache entry.
-    private func loadFromPacks(_ id: ObjectID, key: CacheKey, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
+    private func loadFromPacks(_ id: ObjectID, deferStore: Bool) throws(ResolverError) -> LoadedBlob {
         let buffer: BlobBuffer
         do { buffer = try repository.blobBuffer(id) } catch { throw .git(error) }
-        if deferStore, let filler = resolver.filler, filler.submit(key, id: id, bytes: buffer) {
+        if deferStore, let filler = resolver.filler, filler.submit(id, bytes: buffer) {
             return .memory(buffer)
         }
         do {
-            try storeNow(key, buffer)
+            try storeNow(id, buffer)
         } catch {
             guard case .cache(let cacheError) = error, cacheError.kind != .verifyFailed,
                   buffer.isVerified || buffer.withUnsafeBytes({ GitHash.blobID(of: $0) }) == id else { throw error }
             // Full disk or I/O trouble: serve from the pack anyway; the cache logs it once.
             return .memory(buffer)
         }
-        if buffer.count > resolver.memoryServeLimit, let entry = resolver.cache.lookup(key) {
+        if buffer.count > resolver.memoryServeLimit, let entry = resolver.cache.lookup(id) {
             return .cached(entry)
         }
         return .memory(buffer)
@@ -288,8 +287,7 @@ public final class BlobContent: Sendable {
                         "object": "\(id)", "error": "\(error)",
                     ])
                     guard attempts < 3 else { throw .cache(error) }
-                    let key = id.withUnsafeBytes { CacheKey(raw: $0) }
-                    let reloaded = try view.load(id, key: key, deferStore: false)
+                                let reloaded = try view.load(id, deferStore: false)
                     loaded.withLock { $0 = reloaded }
                 }
             }

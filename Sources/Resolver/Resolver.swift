@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -88,10 +89,7 @@ public final class Resolver: Sendable {
 
     /// Opens a content cache in a home with git's blob hash as its verifier.
     public static func openCache(home: Home) throws(CacheError) -> ContentCache {
-        let cache = try ContentCache(directory: home.cachePath, verifier: { key, content in
-            let actual = GitHash.blobID(of: content)
-            return actual.withUnsafeBytes { CacheKey(raw: $0) } == key
-        })
+        let cache = try ContentCache(directory: home.cachePath, verifier: GitHash.isBlob)
         cache.missRescanInterval = .milliseconds(50)
         return cache
     }

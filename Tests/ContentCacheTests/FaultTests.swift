@@ -1,8 +1,9 @@
+import Basics
 @testable import ContentCache
 import Foundation
 import Testing
 
-func objectFile(_ dir: String, _ k: CacheKey) -> String { dir + "/objects/" + k.hex.prefix(2) + "/" + k.hex.dropFirst(2) }
+func objectFile(_ dir: String, _ k: ObjectID) -> String { dir + "/objects/" + k.hex.prefix(2) + "/" + k.hex.dropFirst(2) }
 
 func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
     let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
@@ -50,7 +51,7 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
 
     @Test func flippedByteInASegmentRecord() throws {
         let t = TempDir()
-        var keys: [(CacheKey, [UInt8])] = []
+        var keys: [(ObjectID, [UInt8])] = []
         do {
             let c = try openCache(t.path)
             for i in 0..<20 { let b = makeContent(300, seed: UInt64(i)); keys.append((try store(c, b), b)) }
@@ -140,7 +141,7 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
         #expect(files(mnt + "/cache/tmp").isEmpty)
         #expect(files(mnt + "/cache/objects").isEmpty)
         // Small entries until the disk is full: the segment holds only whole records.
-        var stored: [(CacheKey, [UInt8])] = []
+        var stored: [(ObjectID, [UInt8])] = []
         var failed = false
         for i in 0..<2000 {
             let b = makeContent(3000, seed: UInt64(i), random: true)
@@ -152,10 +153,9 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
         #expect(files(mnt + "/cache/tmp").isEmpty)
         let segs = files(mnt + "/cache/segments")
         for s in segs {
-            let fd = open(mnt + "/cache/segments/" + s, O_RDONLY)
-            defer { close(fd) }
-            var st = stat(); fstat(fd, &st)
-            let r = ContentCache.scanRecords(fd: fd, from: 0, size: Int(st.st_size)) { _, _ in }
+            let fd = try FileDescriptor.open(mnt + "/cache/segments/" + s, O_RDONLY)
+            let st = try fd.status()
+            let r = ContentCache.scanRecords(fd, from: 0, size: Int(st.st_size)) { _, _ in }
             #expect(r.end == Int(st.st_size) && r.stop == nil)
         }
         let c2 = try openCache(mnt + "/cache")
@@ -200,10 +200,9 @@ func patch(_ path: String, at offset: Int, xor: UInt8 = 0x5A) throws {
     @Test func gcLeavesTempFilesOfLiveWritersAlone() throws {
         let t = TempDir()
         let c = try openCache(t.path)
-        let (fd, path) = try c.createLockedTemp("inflight")
-        defer { close(fd) }
+        let temp = try c.createLockedTemp("inflight")
         let r = try c.gc(maxSize: nil, maxAge: nil, dryRun: false)
         #expect(r.tempFilesRemoved == 0)
-        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(FileManager.default.fileExists(atPath: temp.path))
     }
 }

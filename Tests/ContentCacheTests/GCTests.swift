@@ -1,3 +1,4 @@
+import Basics
 @testable import ContentCache
 import Foundation
 import Testing
@@ -7,7 +8,7 @@ import Testing
         let t = TempDir()
         let clock = TestClock()
         let c = try openCache(t.path, clock: clock)
-        var keys: [CacheKey] = []
+        var keys: [ObjectID] = []
         for i in 0..<6 {
             keys.append(try store(c, makeContent(200_000, seed: UInt64(i), random: true)))
             clock.advance(10)
@@ -42,7 +43,7 @@ import Testing
     @Test func gcCompactsSegmentsAndEvictsSmallEntriesByLastUse() throws {
         let t = TempDir()
         let clock = TestClock()
-        var entries: [(CacheKey, [UInt8])] = []
+        var entries: [(ObjectID, [UInt8])] = []
         for batch in 0..<4 {   // four writer "processes": four sealed segments
             let c = try openCache(t.path, clock: clock)
             for i in 0..<100 {
@@ -70,7 +71,7 @@ import Testing
     @Test func readsSurviveGcInAnotherProcess() throws {
         let t = TempDir()
         let exe = try benchBinary()
-        var entries: [(CacheKey, [UInt8])] = []
+        var entries: [(ObjectID, [UInt8])] = []
         do {
             let w = try openCache(t.path)
             for i in 0..<20 { let b = makeContent(300_000, seed: UInt64(i)); entries.append((try store(w, b), b)) }

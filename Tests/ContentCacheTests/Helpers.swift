@@ -1,3 +1,4 @@
+import Basics
 @testable import ContentCache
 import Foundation
 import GitStore
@@ -6,13 +7,11 @@ import Testing
 
 /// git's blob id of `bytes`, as a cache key (libgit2's git_odb_hash; cross-checked against
 /// `git hash-object` in a test).
-func gitKey(_ bytes: [UInt8]) -> CacheKey {
-    bytes.withUnsafeBytes { c in GitHash.blobID(of: c).withUnsafeBytes { CacheKey(raw: $0) } }
+func gitKey(_ bytes: [UInt8]) -> ObjectID {
+    bytes.withUnsafeBytes { c in GitHash.blobID(of: c) }
 }
 
-let gitVerifier: ContentCache.Verifier = { k, c in
-    GitHash.blobID(of: c).withUnsafeBytes { CacheKey(raw: $0) } == k
-}
+let gitVerifier: ContentCache.Verifier = GitHash.isBlob
 
 /// A temporary folder removed at deinit.
 final class TempDir {
@@ -63,7 +62,7 @@ func readAll(_ e: CacheEntry) throws -> [UInt8] {
 }
 
 @discardableResult
-func store(_ c: ContentCache, _ bytes: [UInt8]) throws -> CacheKey {
+func store(_ c: ContentCache, _ bytes: [UInt8]) throws -> ObjectID {
     let k = gitKey(bytes)
     try bytes.withUnsafeBytes { try c.store(k, content: $0) }
     return k

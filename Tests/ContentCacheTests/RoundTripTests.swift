@@ -1,3 +1,4 @@
+import Basics
 @testable import ContentCache
 import Foundation
 import Testing
@@ -12,8 +13,8 @@ let chunk = 1 << ContentCache.defaultChunkLog2
         let (rc, out) = try run("/usr/bin/git", ["hash-object", t.path + "/f"])
         #expect(rc == 0)
         #expect(gitKey(bytes).hex == out.trimmingCharacters(in: .whitespacesAndNewlines))
-        #expect(CacheKey(hex: gitKey(bytes).hex) == gitKey(bytes))
-        #expect(CacheKey(hex: "zz") == nil)
+        #expect(ObjectID(hex: gitKey(bytes).hex) == gitKey(bytes))
+        #expect(ObjectID(hex: "zz") == nil)
     }
 
     @Test(arguments: [0, 1, 182, 4095, 4096, chunk - 1, chunk, chunk + 1, 2 * chunk, 3 * chunk + 17, 5 << 20])
@@ -72,7 +73,7 @@ let chunk = 1 << ContentCache.defaultChunkLog2
     @Test func smallEntriesShareSegmentsLargeOnesGetFiles() throws {
         let t = TempDir()
         let c = try openCache(t.path)
-        var keys: [CacheKey: [UInt8]] = [:]
+        var keys: [ObjectID: [UInt8]] = [:]
         for i in 0..<500 { let b = makeContent(50 + i, seed: UInt64(i)); keys[try store(c, b)] = b }
         let big = makeContent(1 << 20, seed: 99, random: true)
         let bk = try store(c, big)

@@ -1,3 +1,4 @@
+import Basics
 import FuseServer
 import Foundation
 import Logging

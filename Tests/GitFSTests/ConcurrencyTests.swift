@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import Synchronization
 import Testing
@@ -129,7 +130,7 @@ extension MountTests {
             let after1 = try walk()
             _ = try walk()
             let after3 = try walk()
-            let mib = { (b: Int) in String(format: "%.1f MiB", Double(b) / 1_048_576) }
+            let mib = { (b: Int) in ByteCount.format(b) }
             print("server RSS: start \(mib(start)), after 1 walk \(mib(after1)), after 3 walks \(mib(after3)) (\(expectedLines) entries per walk)")
             #expect(after3 < 256 << 20, "RSS after 3 walks \(mib(after3))")
             #expect(after3 <= after1 + max(after1 / 4, 24 << 20), "RSS grew from \(mib(after1)) to \(mib(after3))")

@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -59,7 +60,7 @@ struct PrefetchTests {
 
     static func cacheContents(home: String, _ oid: String) throws -> [UInt8]? {
         let cache = try Resolver.openCache(home: Home(path: home))
-        guard let key = CacheKey(hex: oid), let entry = cache.lookup(key) else { return nil }
+        guard let key = ObjectID(hex: oid), let entry = cache.lookup(key) else { return nil }
         var out = [UInt8](repeating: 0, count: entry.size)
         var done = 0
         try out.withUnsafeMutableBytes { buf in
@@ -74,7 +75,7 @@ struct PrefetchTests {
 
     static func cached(home: String, _ oids: some Sequence<String>) throws -> Set<String> {
         let cache = try Resolver.openCache(home: Home(path: home))
-        return Set(oids.filter { CacheKey(hex: $0).map(cache.contains) ?? false })
+        return Set(oids.filter { ObjectID(hex: $0).map(cache.contains) ?? false })
     }
 
     @Test func prefetchesEveryBlobOfTheDefaultBranch() throws {
@@ -179,7 +180,7 @@ struct PrefetchTests {
         #expect(bad.out.isEmpty)
         // Nothing was loaded for the good revision either.
         let fresh = try Resolver.openCache(home: Home(path: home.path))
-        #expect(try Self.blobs(fixture, "main").allSatisfy { !fresh.contains(CacheKey(hex: $0.oid)!) })
+        #expect(try Self.blobs(fixture, "main").allSatisfy { !fresh.contains(ObjectID(hex: $0.oid)!) })
 
         let none = try runGitfs(home: home.path, ["prefetch", "fx", "does/not/*/exist", "*.nothing"])
         #expect(none.status == 0, "\(none.stderr)")
@@ -242,10 +243,10 @@ struct PrefetchTests {
         let started = waitFor(seconds: 60) { Self.cacheBytes(home) > 200_000 }
         #expect(started)
         #expect(p.isRunning, "the prefetch finished before it could be interrupted; make the repository bigger")
-        let sent = ContinuousClock.now
+        let sent = MonotonicTime.now
         p.interrupt()
         let exited = waitFor(seconds: 5) { !p.isRunning }
-        let took = ContinuousClock.now - sent
+        let took = MonotonicTime.now - sent
         #expect(exited, "prefetch did not stop within 5 s of SIGINT")
         p.waitUntilExit()
         #expect(took < .seconds(2), "stopping took \(took)")
