@@ -65,3 +65,29 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (Fuzz/, libFuzzer): declared only when GITFS_FUZZ is set, as tools/fuzz does (with
+// `--sanitize fuzzer --sanitize address` into .build-fuzz), so the ordinary build and tests never see them.
+// Debug builds are testable, so the targets reach the parsers' internal entry points with @testable import.
+if Context.environment["GITFS_FUZZ"] != nil {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("pack", ["FuzzPackSupport"]),
+        ("pack-shrunk", ["FuzzPackSupport"]),
+        ("delta", ["GitStore"]),
+        ("objects", ["GitStore"]),
+        ("cache-entry", ["Basics", "ContentCache", "FuzzCacheSupport"]),
+        ("cache-segment", ["Basics", "ContentCache", "FuzzCacheSupport"]),
+        ("usage", ["Basics", "ContentCache"]),
+        ("glob", ["Resolver"]),
+        ("url", ["GitStore"]),
+        ("mount-options", ["GitfsCommands"]),
+    ]
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
+    package.targets.append(.target(name: "FuzzCacheSupport", dependencies: ["ContentCache"], path: "Fuzz/CacheSupport"))
+    package.targets.append(.target(name: "FuzzPackSupport", dependencies: ["Basics", "GitStore", "FuzzSupport"], path: "Fuzz/PackSupport"))
+    for t in fuzzTargets {
+        package.targets.append(.executableTarget(
+            name: "fuzz-" + t.name, dependencies: t.dependencies + ["FuzzSupport"], path: "Fuzz/" + t.name, exclude: ["corpus"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+    }
+}

@@ -42,7 +42,8 @@ enum MountHelperForm {
                 throw HelperFormError("unexpected argument '\(arg)' (the mount helper form is: gitfs HOME MOUNTPOINT -o OPTIONS)")
             }
             for option in options.split(separator: ",").map(String.init) {
-                let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+                // Empty pieces kept: "=" names no option and "allow_other=" gives it a value (Fuzz/mount-options).
+                let parts = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 let name = parts[0]
                 if ignored.contains(name) || name.hasPrefix("x-") || name == "comment" { continue }
                 guard let known = flags[name] else {

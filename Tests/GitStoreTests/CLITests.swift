@@ -71,6 +71,22 @@ func refLines(_ gitDir: String) throws -> String {
         }
     }
 
+    /// Malformed options of the mount.fuse3 form (`gitfs HOME MOUNTPOINT -o OPTIONS`) are bad usage with
+    /// one error line, whatever their shape: "=" used to trap (index out of range; found by
+    /// Fuzz/mount-options) and "allow_other=" was taken as allow_other.
+    @Test func malformedMountHelperOptionsAreBadUsage() throws {
+        let dir = try TempDir("helper-form")
+        defer { dir.remove() }
+        let mountpoint = dir.sub("mnt")
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        for options in ["=", "=5", "rw,=", "allow_other=", "debug=1", "threads=", "threads", ",=,"] {
+            let r = try runBounded([gitfsBinary, dir.sub("home"), mountpoint, "-o", options], seconds: 30)
+            let lines = r.stderr.split(separator: "\n")
+            #expect(r.status == 2 && lines.count == 1 && lines[0].hasPrefix("gitfs: error: "), "-o '\(options)': \(r.status) \(r.stderr)")
+            #expect(!isMountPoint(mountpoint), "-o '\(options)' mounted")
+        }
+    }
+
     @Test func badNamesAreRefusedBeforeAnythingIsCreated() throws {
         let fixture = try FixtureRepo.shared()
         let home = try TempDir("home")
