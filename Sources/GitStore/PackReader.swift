@@ -35,7 +35,6 @@ final class PackReader: Sendable {
     /// Reads the packs under `objectsPack` (`<mirror>/objects/pack`) lazily, on the first read.
     init(objectsPack: String) {
         directory = objectsPack
-        gitfs_pack_guard_install()
     }
 
     /// Bases of deltas recently rebuilt, shared by every repository of the process (one bound in all).
@@ -162,6 +161,7 @@ final class MappedPack: @unchecked Sendable {
     private static let shaTable = 8 + 256 * 4
 
     init?(directory: String, name: String) {
+        gitfs_pack_guard_install()
         guard let (index, ifd) = MappedPack.map(directory + "/" + name + ".idx") else { return nil }
         close(ifd)
         guard let (pack, pfd) = MappedPack.map(directory + "/" + name + ".pack") else {
