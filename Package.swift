@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // libdeflate, for inflating whole blobs out of packs (2.3x zlib's inflate).
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
+        .target(name: "CPackGuard"),
 
         // Basics: the vocabulary every module shares: the object id, the POSIX layer (FileDescriptor, Errno,
         // EINTR-retrying calls), the monotonic clock and the byte formatter. Depends on nothing but libc.
@@ -31,7 +33,7 @@ let package = Package(
         // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
         .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["Basics", "CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Resolver: commit -> tree -> entry -> blob, in-memory caches, single-flight loaders.

@@ -46,6 +46,7 @@ public final class RepoView: Sendable {
             clock_gettime(CLOCK_REALTIME, &changed)
             let index = RefIndex(snap, changedAt: changed)
             s.refs = index
+            if let damage = snap.damage { resolver.logger.error("\(damage)") }
             return index
         }
     }
@@ -74,7 +75,7 @@ public final class RepoView: Sendable {
         let logger = resolver.logger
         let parsed = ParsedTree(entries: raw) { hidden in
             logger.warning("hiding tree entry with a name git would not check out", metadata: [
-                "repository": "\(self.name)", "tree": "\(id)", "name": "\(hidden.name.debugDescription)",
+                "repository": "\(self.name)", "tree": "\(id)", "name": "\(hidden.quotedName)",
             ])
         }
         resolver.trees.set(parsed, for: id, bytes: parsed.approximateBytes)
