@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // libdeflate, for inflating whole blobs out of packs (2.3x zlib's inflate).
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        // glibc malloc tuning (mallopt), for the mount server: no library, only a header.
+        .systemLibrary(name: "CMalloc"),
         // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
         .target(name: "CPackGuard"),
 
@@ -48,7 +50,7 @@ let package = Package(
         .target(name: "Doctor", dependencies: ["Basics", "GitFS", "GitStore", "ContentCache", "Resolver", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "Basics", "GitStore", "ContentCache", "Resolver", "GitFS", "Settings", "Doctor",
+            "Basics", "CMalloc", "GitStore", "ContentCache", "Resolver", "GitFS", "Settings", "Doctor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),

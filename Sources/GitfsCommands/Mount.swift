@@ -81,6 +81,7 @@ struct Mount: ParsableCommand {
             return h
         }
         Limits.raiseOpenFiles()
+        Limits.capMallocArenas()
         var config = MountConfiguration(home: home, mountpoint: mountpoint)
         config.threads = threads
         config.cacheMaxSize = try resolved.cacheMaxSize.map(Units.size)
