@@ -24,6 +24,10 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // libdeflate, for inflating whole blobs out of packs (2.3x zlib's inflate).
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        // glibc malloc tuning (mallopt), for the mount server: no library, only a header.
+        .systemLibrary(name: "CMalloc"),
+        // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
+        .target(name: "CPackGuard"),
 
         // Basics: the vocabulary every module shares: the object id, the POSIX layer (FileDescriptor, Errno,
         // EINTR-retrying calls), the monotonic clock and the byte formatter. Depends on nothing but libc.
@@ -31,7 +35,7 @@ let package = Package(
         // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
         .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["Basics", "CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Read model: commit -> tree -> entry -> blob, bounded tree/size caches, the chain of blob sources
@@ -51,7 +55,7 @@ let package = Package(
         .target(name: "Doctor", dependencies: ["Basics", "GitFS", "GitStore", "ContentCache", "ReadModel", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "Basics", "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS", "Settings", "Doctor",
+            "Basics", "CMalloc", "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS", "Settings", "Doctor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),

@@ -123,6 +123,10 @@ extension Doctor {
                                     fix: "gitfs remove \(name) and clone it again"))
                 continue
             }
+            if let damage = info.damage {
+                out.append(.problem(check, damage, fix: "gitfs remove \(name) and clone it again"))
+                continue
+            }
             let url = Credentials.redacted(info.url)
             guard network else {
                 out.append(.ok(check, "origin \(url) (--network checks that it answers)"))

@@ -127,35 +127,3 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
         1 + shards.reduce(0) { sum, box in sum + box.state.withLock { $0.byIno.count } }
     }
 }
-
-/// The handles (fi->fh values) the kernel holds open, so that handles whose RELEASE never arrives (the
-/// kernel aborts queued requests when a lazily unmounted filesystem goes away) are still released once
-/// at the end of serve(). Sharded by pointer bits; thread-safe; no global lock.
-final class OpenHandleRegistry: Sendable {
-    private final class ShardBox: Sendable {
-        let handles = Mutex<[UInt64: Bool]>([:])   // fh -> isDirectory
-    }
-    private let shards: [ShardBox] = (0..<16).map { _ in ShardBox() }
-
-    @inline(__always) private func shard(_ fh: UInt64) -> ShardBox { shards[Int((fh >> 4) & 15)] }
-
-    func insert(_ fh: UInt64, isDirectory: Bool) {
-        let previous = shard(fh).handles.withLock { $0.updateValue(isDirectory, forKey: fh) }
-        precondition(previous == nil, "file handle registered twice")
-    }
-
-    /// True when `fh` was registered (and is now removed): the caller owns its release.
-    func remove(_ fh: UInt64) -> Bool {
-        shard(fh).handles.withLock { $0.removeValue(forKey: fh) != nil }
-    }
-
-    /// Removes and returns every registered handle.
-    func drain() -> [(fh: UInt64, isDirectory: Bool)] {
-        shards.flatMap { box in
-            box.handles.withLock { handles in
-                defer { handles.removeAll() }
-                return handles.map { (fh: $0.key, isDirectory: $0.value) }
-            }
-        }
-    }
-}

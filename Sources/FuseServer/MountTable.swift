@@ -101,7 +101,7 @@ public enum MountTable {
     }
 
     /// posix_spawnp + waitpid (EINTR retried); true when it exited 0.
-    static func runFusermount(_ args: [String]) -> Bool {
+    public static func runFusermount(_ args: [String]) -> Bool {
         var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         argv.append(nil)
         defer { for p in argv { free(p) } }

@@ -109,9 +109,17 @@ extension FuseFileSystem {
     }
 }
 
+/// A filesystem without handles (`Handle == Never`) serves without OPEN: it writes no `open`, handle
+/// `read` or `release` (never called), and must set `servesWithoutOpen` and read by node.
+extension FuseFileSystem where Handle == Never {
+    public func open(_ node: Node) throws(Errno) -> OpenedFile<Never> { throw .notSupported }
+    public func read(_ handle: Never, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {}
+    public func release(_ handle: Never) {}
+}
+
 /// How a FuseMount mounts and serves.
 public struct FuseMountOptions: Sendable {
-    public var threads: Int = 32          // worker threads (issue: at least 32)
+    public var threads: Int = 32          // worker threads (a request waiting for a load holds one)
     public var maxBackground: Int = 64    // conn->max_background (kernel default 12 limits parallel reads)
     public var fsName: String = "gitfs"
     public var debug: Bool = false        // log every request (swift-log, level debug)
@@ -126,17 +134,22 @@ public struct FuseMountOptions: Sendable {
 }
 
 /// Request counters of a mount, updated atomically on every request; read from any thread.
-/// `requests`: requests answered (FORGET, which gets no reply, included); `errors`: error replies other
-/// than plain "absent" answers (ENOENT from lookup, ENODATA from getxattr); `inflight`: being served now.
-/// `pushedBytes`: file content put into the kernel's page cache ahead of reads (storeInKernelCache).
+/// `requests`: requests answered (FORGET, which gets no reply, included); `errors`: error replies that
+/// report a failure (EIO, EROFS, ESTALE...), never ENOENT nor the protocol answers ENOSYS (no open
+/// support), ENODATA (no such attribute) and ERANGE (buffer size probe); `notFound`: ENOENT replies
+/// (a name or node that does not exist: ordinary, e.g. every shell's PATH search); `inflight`: being
+/// served now. `pushedBytes`: file content put into the kernel's page cache ahead of reads
+/// (storeInKernelCache).
 public struct ServerCounters: Sendable {
-    public var requests, reads, bytesRead, errors, inflight, pushedBytes: Int
-    public init(requests: Int = 0, pushedBytes: Int = 0, reads: Int = 0, bytesRead: Int = 0, errors: Int = 0, inflight: Int = 0) {
+    public var requests, reads, bytesRead, errors, notFound, inflight, pushedBytes: Int
+    public init(requests: Int = 0, pushedBytes: Int = 0, reads: Int = 0, bytesRead: Int = 0, errors: Int = 0,
+                notFound: Int = 0, inflight: Int = 0) {
         self.requests = requests
         self.pushedBytes = pushedBytes
         self.reads = reads
         self.bytesRead = bytesRead
         self.errors = errors
+        self.notFound = notFound
         self.inflight = inflight
     }
 }

@@ -52,8 +52,8 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
-        resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
-        resolver.warmUp()
+        let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
+        self.resolver = resolver
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()
         options.threads = max(1, configuration.threads)
@@ -63,8 +63,13 @@ public final class GitFSMount: Sendable {
         do {
             server = try FuseMount(filesystem: filesystem, mountpoint: configuration.mountpoint, options: options, logger: logger)
         } catch {
+            // The resolver's background threads must be joined before it goes: a read-ahead walk
+            // still running would reach the freed resolver through its views (issue 17, defect 8).
+            resolver.shutdown()
             throw MountError("\(error)")
         }
+        // Only a mount that exists is worth warming up.
+        resolver.warmUp()
         let server = self.server
         filesystem.setKernelCache(KernelCacheAccess(
             holds: { [unowned server] node in server.holdsInode(of: node) },
@@ -110,7 +115,7 @@ public final class GitFSMount: Sendable {
         var fields: [(String, String)] = [
             ("requests", "\(s.requests)"), ("reads", "\(s.reads)"), ("bytes_read", "\(s.bytesRead)"),
             ("cache_hits", "\(r.cacheHits)"), ("cache_misses", "\(r.cacheMisses)"), ("blob_loads", "\(r.blobLoads)"),
-            ("singleflight_joins", "\(r.singleflightJoins)"), ("pushed_bytes", "\(s.pushedBytes)"), ("speculative_loads", "\(r.speculativeLoads)"), ("trees_read_ahead", "\(r.treesReadAhead)"), ("errors", "\(s.errors)"), ("inflight", "\(s.inflight)"),
+            ("singleflight_joins", "\(r.singleflightJoins)"), ("pushed_bytes", "\(s.pushedBytes)"), ("speculative_loads", "\(r.speculativeLoads)"), ("trees_read_ahead", "\(r.treesReadAhead)"), ("errors", "\(s.errors)"), ("not_found", "\(s.notFound)"), ("inflight", "\(s.inflight)"),
             ("cache_entries", "\(totals.entries)"), ("cache_bytes", "\(totals.diskBytes)"),
             ("pid", "\(getpid())"), ("uptime_seconds", String(format: "%.1f", uptime)),
             ("mountpoint", jsonString(configuration.mountpoint)), ("home", jsonString(configuration.home.path)),

@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import FuseServer
 
@@ -23,21 +24,60 @@ public enum GitFSMounts {
     /// Lazily detaches the mount (umount2(MNT_DETACH), or `fusermount3 -u -z` when not privileged).
     public static func detach(_ path: String) -> Bool { MountTable.lazyUnmount(path) == 0 }
 
-    /// Writes to /sys/fs/fuse/connections/<minor>/abort: every pending request of the connection fails at once.
-    public static func abortConnection(minor: Int?) {
-        guard let minor, let h = FileHandle(forWritingAtPath: "/sys/fs/fuse/connections/\(minor)/abort") else { return }
-        h.write(Data("1".utf8))
-        try? h.close()
+    /// Unmounts as an unprivileged user: `fusermount3 -u`, then `fusermount3 -u -z` (lazy) when that
+    /// fails (busy). True when one of them succeeded.
+    public static func fusermountUnmount(_ path: String) -> Bool {
+        MountTable.runFusermount(["fusermount3", "-u", path]) || MountTable.runFusermount(["fusermount3", "-u", "-z", path])
+    }
+
+    /// Writes to /sys/fs/fuse/connections/<minor>/abort: every pending request of the connection fails
+    /// at once and the server can answer no more. As root, mounts the `fusectl` filesystem there first
+    /// when it is not mounted; the owner of a connection may write its abort file too. True when written.
+    public static func abortConnection(minor: Int?) -> Bool {
+        guard let minor else { return false }
+        let dir = "/sys/fs/fuse/connections"
+        if geteuid() == 0, !MountTable.entries().contains(where: { $0.fsType == "fusectl" && $0.mountPoint == dir }) {
+            _ = Glibc.mount("fusectl", dir, "fusectl", 0, nil)
+        }
+        guard let abort = try? FileDescriptor.open("\(dir)/\(minor)/abort", O_WRONLY) else { return false }
+        return (try? abort.write([UInt8(ascii: "1")], at: 0)) != nil
+    }
+
+    /// What /proc says of the process named as a mount's server.
+    public enum ServerState: Sendable, Equatable {
+        /// No such process, a zombie, or a process without /dev/fuse open (the pid was reused).
+        case gone
+        /// Stopped (SIGSTOP, a debugger): it answers nothing until resumed.
+        case stopped
+        case running
+        /// Another user's process: this user may not signal it.
+        case notPermitted
+    }
+
+    /// The state of `pid` as a FUSE server: kill(pid, 0), its state in /proc/<pid>/stat and whether it
+    /// holds /dev/fuse open.
+    public static func serverState(_ pid: Int32) -> ServerState {
+        if kill(pid, 0) != 0 { return errno == EPERM ? .notPermitted : .gone }
+        guard let state = procState(pid), state != "Z", state != "X" else { return .gone }
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        let holdsFuse = fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) == "/dev/fuse" }
+        guard holdsFuse else { return .gone }
+        return state == "T" || state == "t" ? .stopped : .running
     }
 
     /// Whether the process exists and has not exited: kill(pid, 0), and a zombie (state Z or X in
     /// /proc/<pid>/stat, not reaped yet) counts as gone.
     public static func isAlive(_ pid: Int32) -> Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return true }
-        let state = stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
+        guard let state = procState(pid) else { return true }
         return state != "Z" && state != "X"
+    }
+
+    /// The state letter of /proc/<pid>/stat (R, S, D, T, t, Z, X...), nil when unreadable.
+    private static func procState(_ pid: Int32) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].drop(while: { $0 == " " }).first
     }
 }
 

@@ -34,7 +34,7 @@ public struct ObjectNode: Hashable, Sendable {
     }
 }
 
-/// Every kind of node the mount shows (see DESIGN.md "Mount layout").
+/// Every kind of node the mount shows (README "Mount layout").
 public enum GitFSNode: Hashable, Sendable {
     case root
     case control                               // .gitfs/

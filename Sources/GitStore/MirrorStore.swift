@@ -65,8 +65,9 @@ public struct MirrorStore: Sendable {
     // MARK: clone
 
     /// Clones `url` as a bare mirror `repos/<name>.git` (all branches and tags, HEAD = the remote's
-    /// default branch) with `git_clone` into a temporary directory under `repos/`, renamed into place only
-    /// on success: a failure leaves nothing behind. Refuses an invalid or existing name before creating
+    /// default branch) into a temporary directory under `repos/`, renamed into place only on success: a
+    /// failure leaves nothing behind. A local source that libgit2 cannot transfer (a malformed tree) has
+    /// its objects copied instead (`LocalSource`). Refuses an invalid or existing name before creating
     /// anything; of two clones onto one name at once one wins, the other fails with `.exists`.
     public func clone(url: String, name: String?, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
         LibGit2.ensureInitialized()
@@ -105,7 +106,13 @@ public struct MirrorStore: Sendable {
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, prune: false)
             } catch {
-                throw GitStoreError(.network, "cloning \(source) failed: \(error.message); nothing was created — check the URL and that the remote is reachable")
+                // A source on this machine whose trees libgit2's local transport cannot walk (one malformed
+                // tree fails it): its objects copied as they are, the transfer then sends nothing.
+                guard (try? LocalSource.copyObjects(of: source, into: tmp + "/objects")) == true,
+                      let second = try? MirrorStore.transfer(remote, progress: progress, prune: false) else {
+                    throw GitStoreError(.network, "cloning \(source) failed: \(error.message); nothing was created — check the URL and that the remote is reachable")
+                }
+                defaultBranch = second
             }
             MirrorStore.setHead(repo, defaultBranch)
         }
@@ -355,7 +362,7 @@ public struct MirrorStore: Sendable {
         return MirrorInfo(name: name, path: path, url: url, defaultBranch: refs.defaultBranch,
                           branchCount: refs.branches.count, tagCount: refs.tags.count,
                           lastFetch: record.map { Date(timeIntervalSince1970: $0.time) },
-                          sizeOnDisk: FileSystem.diskUsage(path))
+                          sizeOnDisk: FileSystem.diskUsage(path), damage: refs.damage ?? repo.damage())
     }
 
     /// Deletes a mirror: waits for a running fetch of it, renames it out of sight in one step, then

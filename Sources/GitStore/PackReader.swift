@@ -1,5 +1,6 @@
 import Basics
 import CDeflate
+import CPackGuard
 import Glibc
 import Synchronization
 
@@ -7,10 +8,14 @@ import Synchronization
 /// zlib streams are inflated with libdeflate into buffers of exactly the size the header gives (about
 /// 2.3× zlib's `inflate`, which libgit2 and git use), and delta chains are rebuilt here (`Delta`, with
 /// the process-wide `DeltaBaseCache`). Every result is checked before it is returned (see
-/// `MappedPack.blob`). Loose objects, other types and anything that does not check out return nil, and
-/// the caller reads them with libgit2, which stays the authority. Thread-safe: the pack set is read and
-/// swapped under a per-repository lock held for a copy of it (or a rescan when the directory changed);
-/// inflating runs without a lock.
+/// `MappedPack.blob`). Loose objects, other types and anything that does not check out are `.notHere`,
+/// and the caller reads them with libgit2, which stays the authority. A pack that shrank under the reader
+/// (truncated by disk trouble or a tool) is reported as damage, never read past its end: headers and small
+/// entries are read with `pread` (a short read is the bounds check against the current size), big ones
+/// from the mapping only after `fstat` says the pack still has its size, and the SIGBUS guard
+/// (`CPackGuard`) turns a truncation racing with that read into zeros the checksums refuse.
+/// Thread-safe: the pack set is read and swapped under a per-repository lock held for a copy of it (or a
+/// rescan when the directory changed); inflating runs without a lock.
 final class PackReader: Sendable {
     private let directory: String
     private let state = Mutex(PackSetState())
@@ -35,18 +40,32 @@ final class PackReader: Sendable {
     /// Bases of deltas recently rebuilt, shared by every repository of the process (one bound in all).
     private static let bases = DeltaBaseCache()
 
+    /// What `blob(_:)` found.
+    enum Found {
+        case blob(BlobBuffer)
+        /// Loose, not a blob, or an entry that does not check out: the caller asks libgit2.
+        case notHere
+        /// The pack holding it shrank since it was opened: what `PackDamage.diagnose` says of it.
+        case damaged(String)
+    }
+
     /// The blob `id` from the first pack that holds it, inflated (and rebuilt from its delta chain when
-    /// deltified); nil when it is loose, not a blob, or anything does not check out (the caller falls
-    /// back to libgit2).
-    func blob(_ id: ObjectID) -> BlobBuffer? {
+    /// deltified); `.notHere` when it is loose, not a blob, or anything does not check out (the caller
+    /// falls back to libgit2); `.damaged` when its pack is shorter than when it was opened.
+    func blob(_ id: ObjectID) -> Found {
         var looked = packs(lookNow: false)
         while true {
             for pack in looked.packs {
                 guard let i = pack.position(of: id) else { continue }
-                return pack.blob(position: i, id: id, bases: Self.bases)
+                if let b = pack.blob(position: i, id: id, bases: Self.bases) { return .blob(b) }
+                guard let size = pack.currentSize(), size == pack.size else {
+                    return .damaged(PackDamage.diagnose(packDirectory: directory)
+                        ?? "pack \(pack.name).pack is damaged (it shrank from \(pack.size) bytes while open)")
+                }
+                return .notHere
             }
             // Not in the packs as last seen: unless they were just looked at, look again (a fetch).
-            guard !looked.fresh else { return nil }
+            guard !looked.fresh else { return .notHere }
             looked = packs(lookNow: true)
         }
     }
@@ -103,7 +122,10 @@ final class PackReader: Sendable {
 
 /// One pack (`<name>.pack`) and its version-2 index (`<name>.idx`), both mapped read-only (`mmap`) after
 /// their headers, sizes and shared checksum were checked, and unmapped exactly once (`munmap`) when the
-/// last reference goes. Immutable; thread-safe.
+/// last reference goes. The pack is read through the mapping only for big entries, after an `fstat`; a
+/// mapping read past a file's end (the index or pack shrank) reads zeros instead of raising SIGBUS
+/// (`CPackGuard`), and zeros fail the index lookups' bounds checks and every entry's checksums.
+/// Immutable; thread-safe.
 final class MappedPack: @unchecked Sendable {
     let name: String
     /// Which file the pack is (device and inode).
@@ -113,8 +135,8 @@ final class MappedPack: @unchecked Sendable {
     private static let serials = Atomic<UInt64>(0)
     private let index: UnsafeRawBufferPointer
     private let pack: UnsafeRawBufferPointer
-    /// The pack, open for `pread` of small entries.
-    private let fd: Int32
+    /// The pack, open for `pread` of headers and small entries.
+    private let packFile: FileDescriptor
 
     /// A file's identity: device and inode numbers.
     struct FileID: Equatable {
@@ -139,6 +161,7 @@ final class MappedPack: @unchecked Sendable {
     private static let shaTable = 8 + 256 * 4
 
     init?(directory: String, name: String) {
+        gitfs_pack_guard_install()
         guard let (index, ifd) = MappedPack.map(directory + "/" + name + ".idx") else { return nil }
         close(ifd)
         guard let (pack, pfd) = MappedPack.map(directory + "/" + name + ".pack") else {
@@ -151,7 +174,7 @@ final class MappedPack: @unchecked Sendable {
         self.name = name
         self.index = index
         self.pack = pack
-        self.fd = pfd
+        self.packFile = FileDescriptor(adopting: pfd)
         let fixed = MappedPack.shaTable + 40
         var n = 0
         var large = -1
@@ -162,17 +185,36 @@ final class MappedPack: @unchecked Sendable {
         }
         count = n
         largeOffsets = large
-        guard large >= 0, MappedPack.fanoutIsSorted(index),
-              pack.count >= 32, MappedPack.be32(pack, 0) == 0x5041_434b, // "PACK"
-              [2, 3].contains(MappedPack.be32(pack, 4)), Int(MappedPack.be32(pack, 8)) == n,
-              memcmp(index.baseAddress! + index.count - 40, pack.baseAddress! + pack.count - 20, 20) == 0
+        // The pack's header and trailer by `pread` (not the mapping: the file may shrink meanwhile).
+        var head = [UInt8](repeating: 0, count: 12)
+        var trailer = [UInt8](repeating: 0, count: 20)
+        guard large >= 0, MappedPack.fanoutIsSorted(index), pack.count >= 32,
+              MappedPack.read(packFile, into: &head, at: 0) == 12,
+              MappedPack.read(packFile, into: &trailer, at: pack.count - 20) == 20
         else { return nil }
+        let h = head.withUnsafeBytes { b in (MappedPack.be32(b, 0), MappedPack.be32(b, 4), MappedPack.be32(b, 8)) }
+        guard h.0 == 0x5041_434b, [2, 3].contains(h.1), Int(h.2) == n, // "PACK", version, object count
+              trailer.withUnsafeBytes({ memcmp(index.baseAddress! + index.count - 40, $0.baseAddress!, 20) }) == 0
+        else { return nil }
+    }
+
+    /// The pack's size in bytes when it was opened (and mapped).
+    var size: Int { pack.count }
+
+    /// The pack's size now (`fstat` of the open file); nil when that fails.
+    func currentSize() -> Int? {
+        return (try? packFile.status()).map { Int($0.st_size) }
+    }
+
+    /// `pread` into `buffer` at `offset` (`FileDescriptor.read`): the bytes read, fewer at the end of the
+    /// file, -1 on an error.
+    static func read(_ file: borrowing FileDescriptor, into buffer: inout [UInt8], at offset: Int) -> Int {
+        buffer.withUnsafeMutableBytes { (try? file.read(into: $0, at: offset)) ?? -1 }
     }
 
     deinit {
         munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
         munmap(UnsafeMutableRawPointer(mutating: pack.baseAddress), pack.count)
-        close(fd)
     }
 
     /// `open` + `fstat` + `mmap(PROT_READ, MAP_SHARED)` of a whole file, and the open descriptor; nil
@@ -249,21 +291,35 @@ final class MappedPack: @unchecked Sendable {
         let base: Int?
     }
 
-    /// Parses the entry header at `offset` (bounds-checked); nil when malformed, or when a delta's base
-    /// is not in this pack.
+    /// The most bytes an entry header takes: the type-and-size byte, 9 more size bytes, a 20-byte base id.
+    static let maxHeader = 30
+
+    /// Parses the entry header at `offset`, read with `pread` (bounds-checked against the pack's size when
+    /// opened, and a short read against its current size); nil when malformed, cut short, or when a
+    /// delta's base is not in this pack.
     func header(at offset: Int) -> Header? {
-        let end = pack.count - 20
-        guard offset >= 12, offset < end else { return nil }
+        guard offset >= 12, offset < pack.count - 20 else { return nil }
+        let want = min(MappedPack.maxHeader, pack.count - 20 - offset)
+        return withUnsafeTemporaryAllocation(byteCount: MappedPack.maxHeader, alignment: 8) { buf -> Header? in
+            let wanted = UnsafeMutableRawBufferPointer(rebasing: buf[0..<want])
+            guard (try? packFile.read(into: wanted, at: offset)) == want else { return nil }
+            return parseHeader(UnsafeRawBufferPointer(rebasing: buf[0..<want]), at: offset)
+        }
+    }
+
+    /// Parses an entry header from `bytes`, the pack's bytes from `offset` on.
+    private func parseHeader(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Header? {
+        let end = bytes.count
         // Type in bits 4-6 of the first byte, then the size in 7-bit groups.
-        var at = offset
-        var c = pack[at]
+        var at = 0
+        var c = bytes[at]
         at += 1
         let type = (c >> 4) & 7
         var size = Int(c & 15)
         var shift = 4
         while c & 0x80 != 0 {
             guard at < end, shift <= 56 else { return nil }
-            c = pack[at]
+            c = bytes[at]
             at += 1
             size |= Int(c & 0x7f) << shift
             shift += 7
@@ -273,12 +329,12 @@ final class MappedPack: @unchecked Sendable {
         if type == 6 {
             // The base's distance back: big-endian 7-bit groups, each continuation adding one.
             guard at < end else { return nil }
-            c = pack[at]
+            c = bytes[at]
             at += 1
             var distance = Int(c & 0x7f)
             while c & 0x80 != 0 {
                 guard at < end, distance < Int.max >> 8 else { return nil }
-                c = pack[at]
+                c = bytes[at]
                 at += 1
                 distance = ((distance + 1) << 7) | Int(c & 0x7f)
             }
@@ -286,13 +342,13 @@ final class MappedPack: @unchecked Sendable {
             base = offset - distance
         } else if type == 7 {
             guard at + 20 <= end else { return nil }
-            let id = ObjectID(raw: UnsafeRawBufferPointer(rebasing: pack[at..<(at + 20)]))
+            let id = ObjectID(raw: UnsafeRawBufferPointer(rebasing: bytes[at..<(at + 20)]))
             at += 20
             guard let p = position(of: id), let o = entryOffset(p) else { return nil }
             base = o
         }
-        guard at < end else { return nil }
-        return Header(type: type, size: size, data: at, base: base)
+        guard offset + at < pack.count - 20 else { return nil }
+        return Header(type: type, size: size, data: offset + at, base: base)
     }
 
     /// Reads the blob at index position `i`.
@@ -391,13 +447,9 @@ final class MappedPack: @unchecked Sendable {
         let length = min(data - offset + bound, pack.count - 20 - offset)
         guard let scratch = malloc(length) else { return false }
         defer { free(scratch) }
-        var done = 0
-        while done < length {
-            let n = pread(fd, scratch + done, length - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return false }
-            done += n
-        }
+        // A short read: the pack is shorter now than when it was opened (the caller reports it).
+        let wanted = UnsafeMutableRawBufferPointer(start: scratch, count: length)
+        guard (try? packFile.read(into: wanted, at: offset)) == length else { return false }
         let header = data - offset
         return MappedPack.inflate(UnsafeRawPointer(scratch), offset: 0, data: header, available: length - header,
                                   size: size, into: out, crc: crc).ok
@@ -405,8 +457,11 @@ final class MappedPack: @unchecked Sendable {
 
     /// Big entries: inflated from the mapping, the whole compressed entry read ahead first
     /// (`madvise(MADV_WILLNEED)`) and its pages dropped from this process afterwards
-    /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS.
+    /// (`madvise(MADV_DONTNEED)`; they stay in the page cache), so big reads do not grow the RSS. Only
+    /// while the pack still has its size (`fstat`); a truncation racing with the inflate reads zeros
+    /// (`CPackGuard`), which the CRC-32 and Adler-32 checks refuse.
     private func inflateMapped(offset: Int, data: Int, size: Int, into out: UnsafeMutableRawPointer, crc: UInt32?) -> Bool {
+        guard currentSize() == pack.count else { return false }
         let end = pack.count - 20
         prefetch(from: offset, to: nextEntry(after: offset) ?? end)
         let r = MappedPack.inflate(pack.baseAddress!, offset: offset, data: data, available: end - data,

@@ -1,5 +1,6 @@
 import Basics
 import CGit2
+import CPackGuard
 import Foundation
 import Synchronization
 
@@ -40,7 +41,9 @@ struct GitHandle: @unchecked Sendable {
 /// a pool of libgit2 handles — one per concurrent caller, created on demand, reused, at most `maxIdle`
 /// kept when idle — so reads do not serialize behind one `git_odb` mutex. Never blocks waiting for a
 /// handle. Objects written by a later fetch (even by another process) become visible: libgit2 rescans
-/// packs when an object is missing, and refs are read from disk on every call.
+/// packs when an object is missing, and refs are read from disk on every call. A damaged pack (truncated,
+/// its index missing) is never taken for a missing object: every failed read asks `PackDamage` and then
+/// throws `.corrupt` "repository 'X': pack … is damaged (…)".
 public final class Repository: Sendable {
     public let name: String
     public let path: String
@@ -60,6 +63,7 @@ public final class Repository: Sendable {
         self.path = path
         self.maxIdle = maxIdle
         self.packs = ownPackReader ? PackReader(objectsPack: path + "/objects/pack") : nil
+        gitfs_pack_guard_install()
         let first = try GitHandle.open(path: path, name: name)
         pool = Mutex([first])
     }
@@ -94,22 +98,53 @@ public final class Repository: Sendable {
         return try body(h)
     }
 
+    // MARK: damage
+
+    /// What is wrong with this mirror's packs now ("repository 'X': pack … is damaged (…); …"); nil when
+    /// they check out. Called only when a read failed; callers log it (the mount once per damage).
+    public func damage() -> String? {
+        PackDamage.diagnose(packDirectory: path + "/objects/pack").map(describeDamage)
+    }
+
+    /// The one-line message for `what` is wrong with this mirror.
+    private func describeDamage(_ what: String) -> String {
+        "repository '\(name)': \(what); re-clone it ('gitfs remove \(name)', then 'gitfs clone URL \(name)')"
+    }
+
+    /// The error for a read that failed with `fallback`: `.corrupt` naming the damage when the packs are
+    /// damaged (so a missing object in a damaged mirror is EIO, not ENOENT), else `fallback`.
+    private func failure(_ fallback: GitStoreError) -> GitStoreError {
+        damage().map { GitStoreError(.corrupt, $0) } ?? fallback
+    }
+
     // MARK: refs
 
     /// Branches, tags (peeled to commits; tags of non-commits are left out) and the default branch, read
     /// fresh from disk on every call (`git_reference_iterator_new`, `git_reference_peel`), so a fetch by
-    /// another process shows at once.
+    /// another process shows at once. A ref whose object cannot be read is damage, not absence: it is
+    /// kept with its direct target (reads under it then fail) and `damage` says what is wrong.
     public func refs() throws(GitStoreError) -> RefSnapshot {
         try withHandle { h throws(GitStoreError) in
             var branches: [Ref] = []
             var tags: [Ref] = []
+            var unreadable: [String] = []
             try Repository.forEachReference(h.repo, name: name) { ref, full in
                 let isBranch = full.hasPrefix("refs/heads/")
                 guard isBranch || full.hasPrefix("refs/tags/") else { return }
                 var obj: OpaquePointer?
-                guard git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT) == 0, let obj else { return }
-                let id = ObjectID(git_object_id(obj))
-                git_object_free(obj)
+                let rc = git_reference_peel(&obj, ref, GIT_OBJECT_COMMIT)
+                let id: ObjectID
+                if rc == 0, let obj {
+                    id = ObjectID(git_object_id(obj))
+                    git_object_free(obj)
+                } else if rc == GIT_ENOTFOUND.rawValue || rc == GIT_ERROR.rawValue, let direct = git_reference_target(ref) {
+                    // The object (or one its tag names) is missing or unreadable; a tag of a tree or blob
+                    // fails with GIT_EPEEL or GIT_EINVALIDSPEC instead and is left out.
+                    id = ObjectID(direct)
+                    unreadable.append("\(full) -> \(id.hex): \(GitStoreError.lastGitMessage(rc))")
+                } else {
+                    return
+                }
                 if isBranch {
                     branches.append(Ref(name: String(full.dropFirst("refs/heads/".count)), target: id))
                 } else {
@@ -130,7 +165,11 @@ public final class Repository: Sendable {
                 }
                 git_reference_free(head)
             }
-            return RefSnapshot(branches: branches, tags: tags, defaultBranch: defaultBranch)
+            var damage: String?
+            if !unreadable.isEmpty {
+                damage = self.damage() ?? describeDamage("refs name objects that cannot be read (\(unreadable.prefix(3).joined(separator: "; ")))")
+            }
+            return RefSnapshot(branches: branches, tags: tags, defaultBranch: defaultBranch, damage: damage)
         }
     }
 
@@ -181,11 +220,13 @@ public final class Repository: Sendable {
                 if rc == GIT_EAMBIGUOUS.rawValue {
                     throw GitStoreError(.notFound, "revision '\(rev)' is ambiguous in repository '\(name)'; give more of the id or a full ref name")
                 }
+                if let d = damage() { throw GitStoreError(.corrupt, d) }
                 throw GitStoreError(.notFound, "revision '\(rev)' not found in repository '\(name)'; see its branches and tags with 'gitfs ls' or fetch it with 'gitfs fetch \(name)'")
             }
             defer { git_object_free(obj) }
             var commit: OpaquePointer?
             guard git_object_peel(&commit, obj, GIT_OBJECT_COMMIT) == 0, let commit else {
+                if let d = damage() { throw GitStoreError(.corrupt, d) }
                 throw GitStoreError(.wrongType, "revision '\(rev)' of repository '\(name)' does not name a commit")
             }
             defer { git_object_free(commit) }
@@ -200,12 +241,19 @@ public final class Repository: Sendable {
         defer { release(h) }
         var oid = id.gitOID
         var obj: OpaquePointer?
+        let faults = gitfs_pack_guard_faults()
         let rc = git_odb_read(&obj, h.odb, &oid)
         guard rc == 0, let obj else {
             if rc == GIT_ENOTFOUND.rawValue {
-                throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
+                throw failure(GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'"))
             }
-            throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
+            throw failure(GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))"))
+        }
+        // A pack read past its end meanwhile (some repository's: the guard counts them all) gave zeros,
+        // which libgit2 almost surely refused; if ours is damaged, do not trust what it returned.
+        if gitfs_pack_guard_faults() != faults, let d = damage() {
+            git_odb_object_free(obj)
+            throw GitStoreError(.corrupt, d)
         }
         let type = git_odb_object_type(obj)
         guard type == expect else {
@@ -258,7 +306,7 @@ public final class Repository: Sendable {
         let name = self.name
         return try withTypedObject(id, expect: GIT_OBJECT_TREE) { raw throws(GitStoreError) in
             guard let entries = TreeParser.parse(raw) else {
-                throw GitStoreError(.corrupt, "tree \(id.hex) of repository '\(name)' is malformed")
+                throw GitStoreError(.corrupt, "tree \(id.hex) of repository '\(name)' is malformed (it cannot be parsed as a tree: git fsck's badTree); it is refused, the rest of the repository is served")
             }
             return entries
         }
@@ -270,13 +318,15 @@ public final class Repository: Sendable {
             var oid = id.gitOID
             var size = 0
             var type = GIT_OBJECT_INVALID
+            let faults = gitfs_pack_guard_faults()
             let rc = git_odb_read_header(&size, &type, h.odb, &oid)
             guard rc == 0 else {
                 if rc == GIT_ENOTFOUND.rawValue {
-                    throw GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'")
+                    throw failure(GitStoreError(.notFound, "object \(id.hex) not found in repository '\(name)'"))
                 }
-                throw GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))")
+                throw failure(GitStoreError(.corrupt, "cannot read object \(id.hex) of repository '\(name)': \(GitStoreError.lastGitMessage(rc))"))
             }
+            if gitfs_pack_guard_faults() != faults, let d = damage() { throw GitStoreError(.corrupt, d) }
             guard let kind = Repository.kind(type) else {
                 throw GitStoreError(.corrupt, "object \(id.hex) of repository '\(name)' has an unknown type")
             }
@@ -290,12 +340,20 @@ public final class Repository: Sendable {
         try blobBuffer(id).withUnsafeBytes(body)
     }
 
-    /// A blob's inflated bytes, kept (no copy) for as long as the result lives. A blob stored whole in a
-    /// pack is inflated by gitfs's own pack reader (libdeflate); deltified and loose ones by libgit2.
+    /// A blob's inflated bytes, kept (no copy) for as long as the result lives. A blob in a pack is
+    /// inflated by gitfs's own pack reader (libdeflate); loose ones, and any its checks refuse, by libgit2.
+    /// A pack that shrank under the reader throws `.corrupt` (libgit2 is not asked to read it).
     public func blobBuffer(_ id: ObjectID) throws(GitStoreError) -> BlobBuffer {
-        if let packs, let buffer = packs.blob(id) {
-            packedReads.add(1, ordering: .relaxed)
-            return buffer
+        if let packs {
+            switch packs.blob(id) {
+            case .blob(let buffer):
+                packedReads.add(1, ordering: .relaxed)
+                return buffer
+            case .damaged(let what):
+                throw GitStoreError(.corrupt, describeDamage(what))
+            case .notHere:
+                break
+            }
         }
         return BlobBuffer(object: try readObject(id, expect: GIT_OBJECT_BLOB))
     }

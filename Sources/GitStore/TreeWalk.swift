@@ -36,10 +36,13 @@ public struct TreeListing: Sendable {
         (entries + hidden).reduce(64) { $0 + $1.name.count * 2 + 96 }
     }
 
-    /// False for names git would never check out: empty, `.`, `..`, `.git` in any letter case, or
-    /// containing `/` or NUL.
+    /// The longest name Linux can hold (NAME_MAX; what the mount's statfs reports as namemax).
+    public static let maxNameBytes = 255
+
+    /// False for names git would never check out or Linux cannot hold: empty, `.`, `..`, `.git` in any
+    /// letter case, containing `/` or NUL, or longer than `maxNameBytes`.
     public static func isCheckoutSafe(_ name: [UInt8]) -> Bool {
-        if name.isEmpty || name == [0x2E] || name == [0x2E, 0x2E] { return false }
+        if name.isEmpty || name.count > maxNameBytes || name == [0x2E] || name == [0x2E, 0x2E] { return false }
         if name.contains(0x2F) || name.contains(0) { return false }
         if name.count == 4, name[0] == 0x2E, (name[1] | 0x20) == 0x67, (name[2] | 0x20) == 0x69, (name[3] | 0x20) == 0x74 {
             return false

@@ -88,16 +88,19 @@ public struct Ref: Sendable, Hashable {
 }
 
 /// Branches and tags of a mirror at one moment, each sorted by name. `defaultBranch` is the branch HEAD
-/// names, when that branch exists.
+/// names, when that branch exists. `damage`, when set, says why some refs' objects cannot be read
+/// (those refs are listed with their direct targets).
 public struct RefSnapshot: Sendable, Hashable {
     public let branches: [Ref]
     public let tags: [Ref]
     public let defaultBranch: String?
+    public let damage: String?
 
-    public init(branches: [Ref], tags: [Ref], defaultBranch: String?) {
+    public init(branches: [Ref], tags: [Ref], defaultBranch: String?, damage: String? = nil) {
         self.branches = branches
         self.tags = tags
         self.defaultBranch = defaultBranch
+        self.damage = damage
     }
 }
 
@@ -159,6 +162,9 @@ public struct MirrorInfo: Sendable, Hashable {
     public let lastFetch: Date?
     /// Bytes allocated on disk by the mirror directory (like `du`).
     public let sizeOnDisk: Int
+    /// What is wrong with the mirror ("repository 'X': pack … is damaged (…)"): refs whose objects cannot be
+    /// read, or packs that do not check out against their indexes (`PackDamage`); nil when neither.
+    public let damage: String?
 }
 
 /// The gitfs home: `<home>/repos/<name>.git` bare mirrors and `<home>/cache`. A value; thread-safe.

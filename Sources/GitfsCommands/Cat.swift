@@ -13,7 +13,7 @@ struct Cat: ParsableCommand {
     @Argument(help: ArgumentHelp("Revision and path.", valueName: "rev:path")) var spec: String
 
     func run() throws {
-        let home = Home(path: global.resolvedHome)
+        let home = try global.checkedHome()
         let store = MirrorStore(home: home)
         let repo = try store.open(name: name)
         let (rev, path) = RevPath.split(spec)

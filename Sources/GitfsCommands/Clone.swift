@@ -13,7 +13,7 @@ struct Clone: ParsableCommand {
     @Argument(help: "The name of the mirror (letters, digits, '.', '_', '-').") var name: String?
 
     func run() throws {
-        let store = MirrorStore(home: Home(path: global.resolvedHome))
+        let store = MirrorStore(home: try global.checkedHome())
         let progress: (@Sendable (TransferProgress) -> Void)? = isatty(2) == 1 ? ProgressLine.clone() : nil
         let info = try store.clone(url: url, name: name, progress: progress)
         if progress != nil { FileHandle.standardError.write(Data("\n".utf8)) }

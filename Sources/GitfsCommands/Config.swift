@@ -29,8 +29,8 @@ struct Config: ParsableCommand {
     /// Why `value` is not valid for `key`, or nil.
     static func problem(_ key: SettingKey, _ value: String) -> String? {
         switch key.kind {
-        case .duration: return Units.seconds(value) == nil ? "'\(value)' is not a duration such as 30s, 15m or 1h" : nil
-        case .size: return Units.size(value) == nil ? "'\(value)' is not a size such as 512M or 2G" : nil
+        case .duration: do { _ = try Units.seconds(value); return nil } catch { return error.description }
+        case .size: do { _ = try Units.size(value); return nil } catch { return error.description }
         case .bool: return SettingKey.bool(value) == nil ? "'\(value)' is not true or false" : nil
         case .url: return value.contains("://") ? nil : "'\(key.display(value))' is not a URL"
         }

@@ -12,7 +12,7 @@ struct Fetch: ParsableCommand {
     @Argument(help: "Mirrors to update.") var names: [String] = []
 
     func run() throws {
-        let store = MirrorStore(home: Home(path: global.resolvedHome))
+        let store = MirrorStore(home: try global.checkedHome())
         let targets = names.isEmpty ? store.names() : names
         var failed = false
         for name in targets {

@@ -4,6 +4,14 @@ import Foundation
 import GitStore
 import ReadModel
 
+/// The home's content cache as the commands see it.
+enum CacheAccess {
+    /// Whether the home has a cache yet: commands that only look (`stats`, `verify`) must not create one.
+    static func exists(_ home: Home) -> Bool {
+        FileManager.default.fileExists(atPath: home.cachePath)
+    }
+}
+
 /// `gitfs gc`: evicts least-recently-used cache entries and stale temporary files.
 struct Gc: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,23 +20,23 @@ struct Gc: ParsableCommand {
         discussion: "Safe while a mount or a prefetch uses the cache: reads in progress are never broken.")
     @OptionGroup var global: GlobalOptions
 
-    @Option(name: .long, help: ArgumentHelp("Evict least recently used entries until the cache is under SIZE (then down to 90% of it). K, M, G suffixes.", valueName: "size"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Evict least recently used entries until the cache is under SIZE (then down to 90% of it). K, M, G suffixes.", valueName: "size"))
     var maxSize: String?
 
-    @Option(name: .long, help: ArgumentHelp("Evict entries unused for DURATION (s, m, h, d suffixes).", valueName: "duration"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Evict entries unused for DURATION (s, m, h, d suffixes).", valueName: "duration"))
     var maxAge: String?
 
     @Flag(name: .long, help: "Print what would be freed without removing anything.")
     var dryRun = false
 
     func validate() throws {
-        if let maxSize, Units.size(maxSize) == nil { throw ValidationError("bad --max-size '\(maxSize)': use a number with an optional K, M or G suffix") }
-        if let maxAge, Units.seconds(maxAge) == nil { throw ValidationError("bad --max-age '\(maxAge)': use a number with an optional s, m, h or d suffix") }
+        try Units.validateSize(maxSize, option: "--max-size")
+        try Units.validateDuration(maxAge, option: "--max-age")
     }
 
     func run() throws {
-        let cache = try Resolver.openCache(home: Home(path: global.resolvedHome))
-        let report = try cache.gc(maxSize: maxSize.flatMap(Units.size), maxAge: maxAge.flatMap(Units.seconds), dryRun: dryRun)
+        let cache = try Resolver.openCache(home: global.checkedHome())
+        let report = try cache.gc(maxSize: maxSize.map(Units.size), maxAge: maxAge.map(Units.seconds), dryRun: dryRun)
         print(report)
     }
 }

@@ -14,6 +14,9 @@ public struct Gitfs: ParsableCommand {
         ]
     )
 
+    /// `--home` before the subcommand; each subcommand's own group receives this value.
+    @OptionGroup var global: GlobalOptions
+
     public init() {}
 
     /// Runs the command line: `gitfs: error: ...` on standard error for every failure, exit 1 for
@@ -46,6 +49,12 @@ public struct Gitfs: ParsableCommand {
     }
 }
 
+/// A command that failed for a reason the user can act on; `description` is one line saying what to do.
+public struct CommandFailure: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
 extension Gitfs {
     /// `gitfs HOME MOUNTPOINT -o OPTIONS` (as mount.fuse3 runs it) as `mount` arguments; other
     /// command lines unchanged.
@@ -61,8 +70,18 @@ extension Gitfs {
 /// Prints an error as the single line `gitfs: error: ...` and exits 1.
 enum CommandLineError {
     static func fail(_ error: any Error) -> Never {
-        let text = String(describing: error).replacingOccurrences(of: "\n", with: " ")
-        FileHandle.standardError.write(Data("gitfs: error: \(text)\n".utf8))
+        FileHandle.standardError.write(Data(line(error).utf8))
         Foundation.exit(1)
+    }
+
+    /// Like `fail`, but leaves with `_exit`, running no exit handlers: for when a thread is stuck in a
+    /// request to a hung FUSE server (a sanitizer's exit-time leak check would wait for it forever).
+    static func failNow(_ error: any Error) -> Never {
+        FileHandle.standardError.write(Data(line(error).utf8))
+        _exit(1)
+    }
+
+    private static func line(_ error: any Error) -> String {
+        "gitfs: error: \(String(describing: error).replacingOccurrences(of: "\n", with: " "))\n"
     }
 }

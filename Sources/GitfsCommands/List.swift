@@ -12,13 +12,14 @@ struct List: ParsableCommand {
     @Flag(help: "Print a JSON array.") var json = false
 
     func run() throws {
-        let infos = MirrorStore(home: Home(path: global.resolvedHome)).list()
+        let infos = MirrorStore(home: try global.checkedHome()).list()
         if json {
             let iso = ISO8601DateFormatter()
             let objects: [[String: Any]] = infos.map { i in
                 ["name": i.name, "url": i.url, "default_branch": i.defaultBranch ?? NSNull(),
                  "branches": i.branchCount, "tags": i.tagCount,
-                 "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk]
+                 "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk,
+                 "damage": i.damage ?? NSNull()]
             }
             let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
@@ -35,6 +36,9 @@ struct List: ParsableCommand {
         for row in rows {
             let cells = row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
             print(cells.joined(separator: "  "))
+        }
+        for i in infos {
+            if let damage = i.damage { FileHandle.standardError.write(Data("gitfs: warning: \(damage)\n".utf8)) }
         }
         if infos.isEmpty {
             FileHandle.standardError.write(Data("no repositories in \(global.resolvedHome); add one with 'gitfs clone URL'\n".utf8))

@@ -20,7 +20,7 @@ struct Ls: ParsableCommand {
     @Flag(name: .customShort("z"), help: "End lines with NUL and print names unquoted.") var nulTerminated = false
 
     func run() throws {
-        let repo = try MirrorStore(home: Home(path: global.resolvedHome)).open(name: name)
+        let repo = try MirrorStore(home: try global.checkedHome()).open(name: name)
         let (rev, path) = RevPath.split(spec)
         let (commit, entry) = try RevPath.lookup(repo, rev: rev, path: path ?? "")
         var out = [UInt8]()
@@ -75,36 +75,6 @@ enum RevPath {
             throw GitStoreError(.notFound, "path '\(path)' does not exist in '\(rev)' of repository '\(repo.name)'; list it with 'gitfs ls \(repo.name) \(rev)'")
         }
         return (commit, entry)
-    }
-}
-
-/// Git's C-style quoting of path names (core.quotePath on): names with control characters, '"', '\'
-/// or bytes >= 0x80 are printed in double quotes with escapes.
-enum GitQuote {
-    static func cStyle(_ name: [UInt8]) -> [UInt8] {
-        func needs(_ c: UInt8) -> Bool { c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c >= 0x7f }
-        guard name.contains(where: needs) else { return name }
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        for c in name {
-            guard needs(c) else { out.append(c); continue }
-            out.append(UInt8(ascii: "\\"))
-            switch c {
-            case 0x07: out.append(UInt8(ascii: "a"))
-            case 0x08: out.append(UInt8(ascii: "b"))
-            case 0x09: out.append(UInt8(ascii: "t"))
-            case 0x0a: out.append(UInt8(ascii: "n"))
-            case 0x0b: out.append(UInt8(ascii: "v"))
-            case 0x0c: out.append(UInt8(ascii: "f"))
-            case 0x0d: out.append(UInt8(ascii: "r"))
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(c)
-            default:
-                out.append(UInt8(ascii: "0") + (c >> 6))
-                out.append(UInt8(ascii: "0") + ((c >> 3) & 7))
-                out.append(UInt8(ascii: "0") + (c & 7))
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
     }
 }
 

@@ -17,18 +17,18 @@ struct Mount: ParsableCommand {
     @Argument(help: "An existing, empty directory.") var mountpoint: String
     @Flag(help: "Serve in the foreground, logging to standard error.") var foreground = false
     @Option(help: "FUSE worker threads.") var threads = 32
-    @Option(help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
+    @Option(parsing: .unconditional, help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
     var cacheMaxSize: String?
     @Flag(help: "Log every request.") var debug = false
     @Flag(help: "Let other users read the mount (FUSE allow_other; as non-root it needs user_allow_other in /etc/fuse.conf). Setting: allow-other.")
     var allowOther = false
-    @Option(help: ArgumentHelp("Fetch every mirror in the background this often (e.g. 15m; 0: never). Setting: fetch-interval; env GITFS_FETCH_INTERVAL.", valueName: "duration"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Fetch every mirror in the background this often (e.g. 15m; 0: never). Setting: fetch-interval; env GITFS_FETCH_INTERVAL.", valueName: "duration"))
     var fetchInterval: String?
     @Option(help: .hidden) var logFile: String?
 
     func validate() throws {
-        if let s = cacheMaxSize, Units.size(s) == nil { throw ValidationError("--cache-max-size: '\(s)' is not a size such as 512M or 2G") }
-        if let s = fetchInterval, Units.seconds(s) == nil { throw ValidationError("--fetch-interval: '\(s)' is not a duration such as 30s, 15m or 1h") }
+        try Units.validateSize(cacheMaxSize, option: "--cache-max-size")
+        try Units.validateDuration(fetchInterval, option: "--fetch-interval")
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
 
@@ -48,19 +48,21 @@ struct Mount: ParsableCommand {
             }
             return value
         }
-        let interval = try checked(.fetchInterval, fetchInterval, Units.seconds)
+        let interval = try checked(.fetchInterval, fetchInterval) { try? Units.seconds($0) }
         let allow = try checked(.allowOther, allowOther ? "true" : nil, SettingKey.bool) ?? false
-        let size = try checked(.cacheMaxSize, cacheMaxSize) { text in Units.size(text).map { _ in text } }
+        let size = try checked(.cacheMaxSize, cacheMaxSize) { text in (try? Units.size(text)).map { _ in text } }
         return Resolved(allowOther: allow, fetchInterval: interval.flatMap { $0 > 0 ? $0 : nil }, cacheMaxSize: size)
     }
 
     func run() throws {
-        let home = Home(path: global.resolvedHome)
+        let home = try global.checkedHome()
         let resolved = try resolve(home)
         if resolved.allowOther, geteuid() != 0, !FuseConf.userAllowOther() {
             throw MountError("--allow-other (or the allow-other setting) needs a line 'user_allow_other' in /etc/fuse.conf: add it as root, or mount without --allow-other ('gitfs config --unset allow-other')")
         }
-        let target = try GitFSMounts.checkMountpoint(URL(fileURLWithPath: mountpoint).standardizedFileURL.path)
+        let (path, existing) = MountLookup.find(mountpoint)
+        if let existing { throw CommandFailure(Self.occupied(path, by: existing)) }
+        let target = try GitFSMounts.checkMountpoint(path)
         if MirrorStore(home: home).names().isEmpty {
             throw MountError("no repositories in \(home.reposPath): add one with 'gitfs clone URL' first")
         }
@@ -79,9 +81,10 @@ struct Mount: ParsableCommand {
             return h
         }
         Limits.raiseOpenFiles()
+        Limits.capMallocArenas()
         var config = MountConfiguration(home: home, mountpoint: mountpoint)
         config.threads = threads
-        config.cacheMaxSize = resolved.cacheMaxSize.flatMap(Units.size)
+        config.cacheMaxSize = try resolved.cacheMaxSize.map(Units.size)
         config.allowOther = resolved.allowOther
         config.fetchInterval = resolved.fetchInterval.map(Double.init)
         config.debug = debug
@@ -126,6 +129,18 @@ struct Mount: ParsableCommand {
         }
         kill(pid, SIGTERM)
         throw MountError("the mount did not answer within 60 seconds; see \(logPath)")
+    }
+
+    /// Why `path` cannot be mounted on: something is mounted there already (read from the mount table
+    /// only, so a dead or hung mount is told apart without touching it).
+    static func occupied(_ path: String, by mount: GitFSMountInfo) -> String {
+        guard mount.fsType == "fuse.gitfs", let pid = mount.serverPID else {
+            return "\(path) is already a \(mount.fsType) mount point: unmount it first"
+        }
+        if GitFSMounts.serverState(pid) == .gone {
+            return "\(path) is a dead gitfs mount (its server, pid \(pid), is gone): unmount it first with 'gitfs unmount \(path)'"
+        }
+        return "\(path) is already a gitfs mount (server pid \(pid)): 'gitfs unmount \(path)' unmounts it"
     }
 
     static func lastError(in path: String, from offset: off_t) -> String? {

@@ -44,7 +44,7 @@ struct Prefetch: ParsableCommand {
     }
 
     func run() throws {
-        let home = Home(path: global.resolvedHome)
+        let home = try global.checkedHome()
         let store = MirrorStore(home: home)
         let filter = try PathFilter(patterns: patterns)
         if fetch {

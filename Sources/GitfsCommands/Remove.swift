@@ -10,7 +10,7 @@ struct Remove: ParsableCommand {
     @Argument(help: "The mirror to delete.") var name: String
 
     func run() throws {
-        try MirrorStore(home: Home(path: global.resolvedHome)).remove(name: name)
+        try MirrorStore(home: try global.checkedHome()).remove(name: name)
         print("removed '\(name)'")
     }
 }

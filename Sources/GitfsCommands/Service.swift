@@ -28,7 +28,7 @@ struct Service: ParsableCommand {
         var fetchInterval: String?
 
         func validate() throws {
-            if let s = fetchInterval, Units.seconds(s) == nil { throw ValidationError("--fetch-interval: '\(s)' is not a duration such as 30s, 15m or 1h") }
+            try Units.validateDuration(fetchInterval, option: "--fetch-interval")
         }
 
         func run() throws {

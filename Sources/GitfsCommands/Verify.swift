@@ -16,7 +16,12 @@ struct Verify: ParsableCommand {
     var repair = false
 
     func run() throws {
-        let cache = try Resolver.openCache(home: Home(path: global.resolvedHome))
+        let home = try global.checkedHome()
+        guard CacheAccess.exists(home) else {
+            print("checked 0 entries: no content cache in \(home.path) yet")
+            return
+        }
+        let cache = try Resolver.openCache(home: home)
         let report = try cache.verify(repair: repair)
         for bad in report.bad { print("bad: \(bad)") }
         print(report)

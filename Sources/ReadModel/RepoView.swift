@@ -48,6 +48,7 @@ public final class RepoView: Sendable {
             clock_gettime(CLOCK_REALTIME, &changed)
             let index = RefIndex(snap, changedAt: changed)
             s.refs = index
+            if let damage = snap.damage { resolver.logger.error("\(damage)") }
             return index
         }
     }
@@ -79,7 +80,7 @@ public final class RepoView: Sendable {
         }
         for hidden in listing.hidden {
             resolver.logger.warning("hiding tree entry with a name git would not check out", metadata: [
-                "repository": "\(name)", "tree": "\(id)", "name": "\(hidden.name.debugDescription)",
+                "repository": "\(name)", "tree": "\(id)", "name": "\(hidden.quotedName)",
             ])
         }
         resolver.trees.set(listing, for: id, bytes: listing.approximateBytes)

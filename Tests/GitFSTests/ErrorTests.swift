@@ -9,12 +9,6 @@ extension MountTests {
     /// Refused mounts, refused writes, crafted trees, and the counters.
     @Suite struct Errors {
 
-        private func expectOneErrorLine(_ r: RunResult, _ what: String) {
-            #expect(r.status == 1, "\(what): exit \(r.status)")
-            let lines = r.stderr.split(separator: "\n")
-            #expect(lines.count == 1 && lines.first?.hasPrefix("gitfs: error: ") == true, "\(what): stderr \(r.stderr)")
-        }
-
         @Test func mountRefusesBadMountpointsAndEmptyHomes() throws {
             let fixture = try FixtureRepo.shared()
             let m = try MountedHome("errors")

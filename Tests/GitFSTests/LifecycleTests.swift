@@ -89,6 +89,13 @@ extension MountTests {
             // ENOTCONN, or ECONNABORTED when the kernel aborted a request in flight or (no-opendir mode)
             // answers the open itself from the aborted connection: both mean "server gone".
             #expect(d == nil && (e == ENOTCONN || e == ECONNABORTED), "opendir of a dead mount: errno \(e)")
+            // Mount and stats tell a dead gitfs mount for what it is, and how to clear it.
+            let again = try m.gitfs(["mount", m.mountpoint], seconds: 60)
+            expectOneErrorLine(again, "mount on a dead gitfs mount")
+            #expect(again.stderr.contains("dead gitfs mount") && again.stderr.contains("gitfs unmount \(m.mountpoint)"), "\(again.stderr)")
+            let stats = try m.gitfs(["stats", m.mountpoint], seconds: 30)
+            expectOneErrorLine(stats, "stats of a dead mount")
+            #expect(stats.stderr.contains("not running"), "\(stats.stderr)")
 
             let r = try m.gitfs(["unmount", m.mountpoint], seconds: 30)
             #expect(r.status == 0, "gitfs unmount of a dead mount: \(r.stderr)")

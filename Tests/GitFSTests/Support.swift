@@ -118,8 +118,10 @@ func revParse(_ repo: String, _ rev: String) throws -> String {
 
 /// Builds a repository at `dir` with `git fast-import` from a stream of commits: each commit is a
 /// list of (path, content) set on top of the previous one. Commit i has committer time base + i*60.
-func fastImportRepo(at dir: String, branch: String = "main", commits: [[(String, [UInt8])]], base: Int = 1_700_100_000) throws {
-    try git("init", "-q", "-b", branch, dir, cwd: "/tmp")
+/// `checkout: false` makes a bare repository (checking out many files is slow).
+func fastImportRepo(at dir: String, branch: String = "main", commits: [[(String, [UInt8])]], base: Int = 1_700_100_000,
+                    checkout: Bool = true) throws {
+    if checkout { try git("init", "-q", "-b", branch, dir, cwd: "/tmp") } else { try git("init", "-q", "--bare", "-b", branch, dir, cwd: "/tmp") }
     var stream: [UInt8] = []
     func add(_ s: String) { stream += Array(s.utf8) }
     for (i, files) in commits.enumerated() {
@@ -136,7 +138,7 @@ func fastImportRepo(at dir: String, branch: String = "main", commits: [[(String,
         add("\n")
     }
     try gitBytes(["fast-import", "--quiet"], cwd: dir, stdin: stream)
-    try git("checkout", "-q", "-f", branch, cwd: dir)
+    if checkout { try git("checkout", "-q", "-f", branch, cwd: dir) }
 }
 
 /// Shared state for readers on many threads.
