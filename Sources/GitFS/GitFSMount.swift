@@ -52,7 +52,8 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
-        let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
+        let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger),
+                                logsFailures: false, logger: logger)   // GitFileSystem logs each failure once
         self.resolver = resolver
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
         var options = FuseMountOptions()

@@ -74,8 +74,7 @@ public final class GitFileSystem: FuseFileSystem {
         } catch {
             if case .notADirectory = error { throw .notDirectory }
             if let repo, !FileManager.default.fileExists(atPath: repo.view.repository.path) { throw .noEntry }
-            // The chain logs an object it could not give once itself.
-            if !error.isLogged { logFailure(error, repo) }
+            logFailure(error, repo)
             throw .io
         }
     }
