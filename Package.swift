@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "GitStoreTests", dependencies: ["Basics", "GitStore", "TestSupport"]),
         .testTarget(name: "ContentCacheTests", dependencies: ["Basics", "ContentCache", "GitStore", "TestSupport"]),
         .testTarget(name: "FuseServerTests", dependencies: ["Basics", "FuseServer", "TestSupport"]),
-        .testTarget(name: "GitFSTests", dependencies: ["Basics", "GitFS", "ReadModel", "Prefetch", "GitStore", "ContentCache", "TestSupport"]),
+        .testTarget(name: "GitFSTests", dependencies: ["Basics", "GitFS", "ReadModel", "ReadAhead", "Prefetch", "GitStore", "ContentCache", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -29,21 +29,22 @@ public final class BackgroundQueue: @unchecked Sendable {
         let dropped: () -> Void
     }
 
-    /// A FIFO with an advancing head (no O(n) removeFirst per job).
+    /// A FIFO with an advancing head (no O(n) removeFirst per job). A popped slot is cleared at once:
+    /// a job's closure holds what it captured (a pending fill's bytes) only until it has run.
     private struct Queue {
-        var jobs: [Job] = []
+        var jobs: [Job?] = []
         var head = 0
         var count: Int { jobs.count - head }
         mutating func push(_ j: Job) { jobs.append(j) }
         mutating func pop() -> Job {
-            let j = jobs[head]
+            let j = jobs[head].take()!
             head += 1
             if head > 256, head * 2 > jobs.count { jobs.removeFirst(head); head = 0 }
             return j
         }
         mutating func drain() -> [Job] {
             defer { jobs = []; head = 0 }
-            return Array(jobs[head...])
+            return jobs[head...].compactMap { $0 }
         }
     }
 

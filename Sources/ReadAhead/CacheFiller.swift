@@ -71,8 +71,9 @@ final class CacheFiller: BlobSource {
     func accept(_ request: BlobRequest, _ bytes: BlobBuffer, mode: FillMode) -> FillResult? {
         guard mode == .deferred, reserve(request.id, bytes) else { return nil }
         let id = request.id
+        // The job names the blob only: its bytes stay owned by the budgeted pending map.
         let queued = queue.submit(lane: lane, { [self] in
-            store(request, bytes)
+            if let held = shard(id).withLock({ $0[id] }) { store(request, held) }
             release(id)
         }, dropped: { [self] in release(id) })
         if !queued {
