@@ -46,19 +46,19 @@ final class MappedPack: @unchecked Sendable {
 
     init?(directory: String, name: String) {
         gitfs_pack_guard_install()
-        guard let (index, ifd) = MappedPack.map(directory + "/" + name + ".idx") else { return nil }
-        close(ifd)
-        guard let (pack, pfd) = MappedPack.map(directory + "/" + name + ".pack") else {
+        guard let indexFile = try? FileDescriptor.open(directory + "/" + name + ".idx", O_RDONLY),
+              let index = MappedPack.map(indexFile) else { return nil }
+        indexFile.close()
+        guard let opened = try? FileDescriptor.open(directory + "/" + name + ".pack", O_RDONLY),
+              let pack = MappedPack.map(opened) else {
             munmap(UnsafeMutableRawPointer(mutating: index.baseAddress), index.count)
             return nil
         }
-        var st = stat()
-        _ = fstat(pfd, &st)
-        self.file = FileID(st)
+        self.file = FileID((try? opened.status()) ?? stat())
         self.name = name
         self.index = index
         self.pack = pack
-        self.packFile = FileDescriptor(adopting: pfd)
+        self.packFile = opened
         let fixed = MappedPack.shaTable + 40
         var n = 0
         var large = -1
@@ -101,19 +101,14 @@ final class MappedPack: @unchecked Sendable {
         munmap(UnsafeMutableRawPointer(mutating: pack.baseAddress), pack.count)
     }
 
-    /// `open` + `fstat` + `mmap(PROT_READ, MAP_SHARED)` of a whole file, and the open descriptor; nil
-    /// (nothing left open) when any fails or the file is empty.
-    private static func map(_ path: String) -> (UnsafeRawBufferPointer, Int32)? {
-        var fd: Int32
-        repeat { fd = open(path, O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
-        guard fd >= 0 else { return nil }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size > 0,
-              let p = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-            close(fd)
+    /// `fstat` + `mmap(PROT_READ, MAP_SHARED)` of the whole open `file`; nil when either fails or the
+    /// file is empty (the caller's descriptor then closes when it goes).
+    private static func map(_ file: borrowing FileDescriptor) -> UnsafeRawBufferPointer? {
+        guard let st = try? file.status(), st.st_size > 0,
+              let p = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, file.rawValue, 0), p != MAP_FAILED else {
             return nil
         }
-        return (UnsafeRawBufferPointer(start: p, count: Int(st.st_size)), fd)
+        return UnsafeRawBufferPointer(start: p, count: Int(st.st_size))
     }
 
     static func be32(_ b: UnsafeRawBufferPointer, _ at: Int) -> UInt32 {
