@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(name: "gitfs-cache-bench", dependencies: ["Basics", "ContentCache", "GitStore"], path: "Benchmarks/CacheBench"),
 
         // Tests
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Basics"], path: "Tests/TestSupport"),
         .testTarget(name: "BasicsTests", dependencies: ["Basics"]),
         .testTarget(name: "GitStoreTests", dependencies: ["Basics", "GitStore", "TestSupport"]),
         .testTarget(name: "ContentCacheTests", dependencies: ["Basics", "ContentCache", "GitStore", "TestSupport"]),

@@ -270,7 +270,7 @@ import TestSupport
         usleep(1_100_000)
         #expect(try bytes(repo, first) == (try gitBytes(["cat-file", "blob", first], cwd: m.path).stdout))
         #expect(repo.blobsReadFromPacks == 3)
-        let maps = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8)
+        let maps = try #require(procText("/proc/self/maps"))
         let stillMapped = oldPacks.filter { maps.contains($0) }
         let newMapped = maps.contains(newPacks[0])
         #expect(stillMapped.isEmpty)

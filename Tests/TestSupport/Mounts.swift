@@ -21,9 +21,17 @@ public struct MountLine: Sendable, Equatable {
     public var serverPID: pid_t? { source.hasPrefix("gitfs:") ? pid_t(source.dropFirst(6)) : nil }
 }
 
+/// The whole text of a /proc file, read to its end: `String(contentsOfFile:)` keeps only the first read
+/// (about 4 KiB) of a file whose size is reported as 0, so a longer mountinfo or maps loses lines.
+public func procText(_ path: String) -> String? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    return (try? handle.readToEnd()).map { String(decoding: $0 ?? Data(), as: UTF8.self) }
+}
+
 /// The mount at exactly `path` in /proc/self/mountinfo (the last one if stacked); never touches the mount.
 public func mountLine(at path: String) -> MountLine? {
-    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+    guard let text = procText("/proc/self/mountinfo") else { return nil }
     var found: MountLine?
     for line in text.split(separator: "\n") {
         let f = line.split(separator: " ", omittingEmptySubsequences: false)
