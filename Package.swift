@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // libdeflate, for inflating whole blobs out of packs (2.3x zlib's inflate).
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        // libcurl, for the remote cache client (S3 with SigV4, HTTP): requests, keep-alive, ranges, time-outs.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // glibc malloc tuning (mallopt), for the mount server: no library, only a header.
         .systemLibrary(name: "CMalloc"),
         // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
@@ -45,17 +47,21 @@ let package = Package(
         .target(name: "ReadAhead", dependencies: ["Basics", "ReadModel", "GitStore", "ContentCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Prefetch: `gitfs prefetch` (parallel walk and load of revisions) and git-style pathspec globs.
         .target(name: "Prefetch", dependencies: ["Basics", "ReadModel", "GitStore", "ContentCache", "Threads"], swiftSettings: optimize),
+        // Remote cache client: URL forms, credentials, the S3/HTTP client over libcurl, the breaker.
+        .target(name: "RemoteCache", dependencies: ["Basics", "CCurl"], swiftSettings: optimize),
+        // Remote tier: a remote cache in the blob chain (fetch, check, publish), sizes, the write-back.
+        .target(name: "RemoteTier", dependencies: ["Basics", "ReadModel", "ReadAhead", "ContentCache", "GitStore", "RemoteCache", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
         .target(name: "FuseServer", dependencies: ["Basics", "CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Settings kept in a home (`gitfs config`): the key table, the file, credential masking.
         .target(name: "Settings"),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
-        .target(name: "GitFS", dependencies: ["Basics", "ReadModel", "ReadAhead", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitFS", dependencies: ["Basics", "ReadModel", "ReadAhead", "RemoteTier", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // `gitfs doctor`: read-only checks of FUSE access, mounts, the home, the cache and the mirrors.
         .target(name: "Doctor", dependencies: ["Basics", "GitFS", "GitStore", "ContentCache", "ReadModel", "Settings"]),
         // CLI: argument parsing only; calls the libraries.
         .target(name: "GitfsCommands", dependencies: [
-            "Basics", "CMalloc", "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS", "Settings", "Doctor",
+            "Basics", "CMalloc", "GitStore", "ContentCache", "ReadModel", "Prefetch", "GitFS", "Settings", "Doctor", "RemoteCache", "RemoteTier",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: optimize),

@@ -53,6 +53,8 @@ public final class ContentCache: Sendable {
     let noSpaceLogged = Atomic<Bool>(false)
     let readOnlyLogged = Atomic<Bool>(false)
     let running = RunningTotals()
+    /// Told the key of every entry this instance stores (not of imports): a remote cache's write-back.
+    let storeObserver = Mutex<(@Sendable (ObjectID, Int) -> Void)?>(nil)
     let logger = Logger(label: "gitfs.cache")
 
     var objectsDir: String { directory + "/objects" }
@@ -67,6 +69,12 @@ public final class ContentCache: Sendable {
     /// `chunkLog2` (12...20) sets the chunk size of entries this instance writes.
     public convenience init(directory: String, chunkLog2: Int = ContentCache.defaultChunkLog2, verifier: @escaping Verifier) throws(CacheError) {
         try self.init(directory: directory, chunkLog2: chunkLog2, clock: { ContentCache.now() }, verifier: verifier)
+    }
+
+    /// Calls `observer(key, contentSize)` after each entry this instance stores (`store`), on the storing
+    /// thread: it must not block (queue the work). Not called for imported entries or keys already present.
+    public func observeStores(_ observer: (@Sendable (ObjectID, Int) -> Void)?) {
+        storeObserver.withLock { $0 = observer }
     }
 
     /// The shortest time between two rescans of the segment folder caused by misses (0: every miss

@@ -36,6 +36,7 @@ extension ContentCache {
             logOnce(error)
             throw error
         }
+        if let observer = storeObserver.withLock({ $0 }) { observer(key, content.count) }
     }
 
     /// A complete record (header + at most one frame) for content of at most one chunk.
@@ -114,7 +115,7 @@ extension ContentCache {
 
     /// Appends one record to this process's segment (one pwrite; on failure the segment is truncated
     /// back, so no partial record stays) and indexes it.
-    private func appendRecord(_ key: ObjectID, _ record: [UInt8], contentSize: Int) throws(CacheError) {
+    func appendRecord(_ key: ObjectID, _ record: [UInt8], contentSize: Int) throws(CacheError) {
         let loc = try writer.withLock { (w) throws(CacheError) -> Location in
             if w.segment == nil || w.end + record.count > Self.maxSegmentSize {
                 w.segment?.fd.unlock()

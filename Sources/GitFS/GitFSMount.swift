@@ -5,6 +5,8 @@ import GitStore
 import Logging
 import ReadAhead
 import ReadModel
+import RemoteCache
+import RemoteTier
 import Synchronization
 
 /// How to mount a home.
@@ -20,6 +22,10 @@ public struct MountConfiguration: Sendable {
     public var allowOther = false
     /// Seconds between background fetches of every mirror; nil: no background fetch.
     public var fetchInterval: Double?
+    /// A shared remote cache (its URL), how it is used and where it stands against the packs.
+    public var remoteCache: String?
+    public var remoteCacheMode: RemoteCacheMode = .read
+    public var remoteCacheOrder: RemoteCacheOrder = .auto
 
     public init(home: Home, mountpoint: String) {
         self.home = home
@@ -38,6 +44,8 @@ public final class GitFSMount: Sendable {
     let logger: Logger
     /// The background fetcher while `serve()` runs with a fetch interval.
     let fetcher = Mutex<BackgroundFetcher?>(nil)
+    /// The remote cache, when one is configured.
+    public let remote: RemoteTier?
 
     /// The `source` field the mount shows in /proc/mounts: `gitfs:<pid>` lets `gitfs unmount` find the
     /// server without touching the (possibly dead) mount.
@@ -52,7 +60,20 @@ public final class GitFSMount: Sendable {
         }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
+        var remote: RemoteTier?
+        if let text = configuration.remoteCache {
+            do {
+                let client = try RemoteCacheClient(url: try RemoteURL(text))
+                remote = RemoteTier(client: client, cache: cache, mode: configuration.remoteCacheMode, logger: logger)
+            } catch { throw MountError("\(error)") }
+            // A remote that refuses us or does not answer: one line, and the mount serves from its packs.
+            if let problem = remote?.probe() {
+                FileHandle.standardError.write(Data("gitfs: warning: \(problem)\n".utf8))
+            }
+        }
+        self.remote = remote
         let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger),
+                                loaders: remote?.loaders(order: configuration.remoteCacheOrder) ?? [PackSource()],
                                 logsFailures: false, logger: logger)   // GitFileSystem logs each failure once
         self.resolver = resolver
         filesystem = GitFileSystem(resolver: resolver, logger: logger)
@@ -67,6 +88,7 @@ public final class GitFSMount: Sendable {
             // The resolver's background threads must be joined before it goes: a read-ahead walk
             // still running would reach the freed resolver through its views (issue 17, defect 8).
             resolver.shutdown()
+            remote?.shutdown(grace: .zero)
             throw MountError("\(error)")
         }
         // Only a mount that exists is worth warming up.
@@ -97,6 +119,7 @@ public final class GitFSMount: Sendable {
         server.serve()
         background?.stop()
         resolver.shutdown()
+        remote?.shutdown()
         enforcer?.stop()
         resolver.cache.flushUsage()
         logger.info("unmounted", metadata: ["mountpoint": "\(configuration.mountpoint)"])
@@ -123,6 +146,7 @@ public final class GitFSMount: Sendable {
         ]
         let f = fetcher.withLock { $0?.snapshot } ?? FetchCounters()
         fields += [("fetches", "\(f.fetches)"), ("fetch_errors", "\(f.errors)"), ("last_fetch", "\(f.lastFetch)")]
+        fields += remote?.statsFields ?? []
         fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
         let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")
         return Array("{\n\(body)\n}\n".utf8)

@@ -40,4 +40,34 @@ public enum GitHash {
     public static func isBlob(_ id: ObjectID, content: UnsafeRawBufferPointer) -> Bool {
         blobID(of: content) == id
     }
+
+    /// git's blob id of content that arrives in pieces (a cache entry decompressed chunk by chunk), so
+    /// no whole blob is held in memory to check it. Use from one thread; `finish` once.
+    public final class BlobHasher {
+        private let ctx: OpaquePointer
+        private var finished = false
+
+        /// `size`: the content's total size (part of what git hashes).
+        public init(size: Int) {
+            guard let ctx = gitfs_blob_sha1_start(size) else { preconditionFailure("SHA-1 (OpenSSL EVP) failed") }
+            self.ctx = ctx
+        }
+
+        public func update(_ bytes: UnsafeRawBufferPointer) {
+            precondition(gitfs_sha1_update(ctx, bytes.baseAddress, bytes.count) == 0, "SHA-1 (OpenSSL EVP) failed")
+        }
+
+        /// The id of everything given to `update`.
+        public func finish() -> ObjectID {
+            finished = true
+            var digest = [UInt8](repeating: 0, count: 20)
+            let rc = digest.withUnsafeMutableBufferPointer { gitfs_sha1_finish(ctx, $0.baseAddress) }
+            precondition(rc == 0, "SHA-1 (OpenSSL EVP) failed")
+            return digest.withUnsafeBytes { ObjectID(raw: $0) }
+        }
+
+        deinit {
+            if !finished { var d = [UInt8](repeating: 0, count: 20); _ = gitfs_sha1_finish(ctx, &d) }
+        }
+    }
 }

@@ -11,6 +11,7 @@ struct Cat: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The mirror.") var name: String
     @Argument(help: ArgumentHelp("Revision and path.", valueName: "rev:path")) var spec: String
+    @OptionGroup var remote: RemoteCacheOptions
 
     func run() throws {
         let home = try global.checkedHome()
@@ -27,7 +28,10 @@ struct Cat: ParsableCommand {
         case .submodule:
             throw GitStoreError(.wrongType, "'\(path)' is a submodule in '\(rev)' of repository '\(name)'; it has no content here")
         case .file, .executable, .symlink:
-            let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home), logsFailures: false)
+            let cache = try Resolver.openCache(home: home)
+            let tier = try remote.tier(home: home, cache: cache, defaultMode: .read)
+            defer { tier?.shutdown() }
+            let resolver = Resolver(store: store, cache: cache, loaders: remote.loaders(tier), logsFailures: false)
             let content = try resolver.repository(named: name).openBlob(entry.oid)
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
             defer { chunk.deallocate() }

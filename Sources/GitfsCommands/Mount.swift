@@ -4,6 +4,7 @@ import Foundation
 import GitFS
 import GitStore
 import Logging
+import RemoteCache
 import Settings
 
 /// `gitfs mount MOUNTPOINT`: mounts every repository of the home. Without `--foreground` it starts the
@@ -25,6 +26,7 @@ struct Mount: ParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Fetch every mirror in the background this often (e.g. 15m; 0: never). Setting: fetch-interval; env GITFS_FETCH_INTERVAL.", valueName: "duration"))
     var fetchInterval: String?
     @Option(help: .hidden) var logFile: String?
+    @OptionGroup var remote: RemoteCacheOptions
 
     func validate() throws {
         try Units.validateSize(cacheMaxSize, option: "--cache-max-size")
@@ -37,6 +39,7 @@ struct Mount: ParsableCommand {
         var allowOther: Bool
         var fetchInterval: Int?
         var cacheMaxSize: String?
+        var remoteCache: String?
     }
 
     func resolve(_ home: Home) throws -> Resolved {
@@ -51,7 +54,11 @@ struct Mount: ParsableCommand {
         let interval = try checked(.fetchInterval, fetchInterval) { try? Units.seconds($0) }
         let allow = try checked(.allowOther, allowOther ? "true" : nil, SettingKey.bool) ?? false
         let size = try checked(.cacheMaxSize, cacheMaxSize) { text in (try? Units.size(text)).map { _ in text } }
-        return Resolved(allowOther: allow, fetchInterval: interval.flatMap { $0 > 0 ? $0 : nil }, cacheMaxSize: size)
+        let remoteURL = try checked(.remoteCache, remote.remoteCache) { text in
+            text.isEmpty ? nil : ((try? RemoteURL(text)).map { _ in text })
+        }
+        return Resolved(allowOther: allow, fetchInterval: interval.flatMap { $0 > 0 ? $0 : nil }, cacheMaxSize: size,
+                        remoteCache: remoteURL)
     }
 
     func run() throws {
@@ -89,6 +96,9 @@ struct Mount: ParsableCommand {
         config.fetchInterval = resolved.fetchInterval.map(Double.init)
         config.debug = debug
         config.logFile = logFile
+        config.remoteCache = resolved.remoteCache
+        config.remoteCacheMode = remote.remoteCacheMode ?? .read
+        config.remoteCacheOrder = remote.remoteCacheOrder
         let mount = try GitFSMount(configuration: config, logger: Logger(label: "gitfs"))
         mount.installSignalHandlers()
         // The parent of a background mount waits for this line (in the log) before returning.
@@ -108,6 +118,12 @@ struct Mount: ParsableCommand {
         args += ["--fetch-interval", "\(resolved.fetchInterval ?? 0)s"]
         if resolved.allowOther { args.append("--allow-other") }
         if debug { args.append("--debug") }
+        if let url = resolved.remoteCache {
+            // Through the environment, not the command line: the URL may hold a password (ps shows argv).
+            setenv(SettingKey.remoteCache.environment, url, 1)
+            if let m = remote.remoteCacheMode { args += ["--remote-cache-mode", m.rawValue] }
+            args += ["--remote-cache-order", remote.remoteCacheOrder.rawValue]
+        }
         let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard logFD >= 0 else { throw MountError("cannot write the log file \(logPath): \(String(cString: strerror(errno)))") }
         defer { close(logFD) }
@@ -117,6 +133,10 @@ struct Mount: ParsableCommand {
         while Date() < deadline {
             if let m = GitFSMounts.mount(at: mountpoint), m.serverPID == pid,
                FileManager.default.fileExists(atPath: mountpoint + "/.gitfs/stats") {
+                // Warnings the server printed while starting (a remote cache that refuses us) reach the user.
+                for line in Self.warnings(in: logPath, from: startOffset) {
+                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                }
                 print("mounted \(mountpoint) (server pid \(pid), log \(logPath)); unmount with 'gitfs unmount \(mountpoint)'")
                 return
             }
@@ -141,6 +161,13 @@ struct Mount: ParsableCommand {
             return "\(path) is a dead gitfs mount (its server, pid \(pid), is gone): unmount it first with 'gitfs unmount \(path)'"
         }
         return "\(path) is already a gitfs mount (server pid \(pid)): 'gitfs unmount \(path)' unmounts it"
+    }
+
+    /// The "gitfs: warning: " lines written to the log from `offset` on.
+    static func warnings(in path: String, from offset: off_t) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path), data.count > Int(offset) else { return [] }
+        return String(decoding: data[Int(offset)...], as: UTF8.self).split(separator: "\n")
+            .filter { $0.hasPrefix("gitfs: warning: ") }.map(String.init)
     }
 
     static func lastError(in path: String, from offset: off_t) -> String? {

@@ -3,6 +3,8 @@ import Foundation
 import GitStore
 import Prefetch
 import ReadModel
+import RemoteTier
+import Basics
 
 /// Stopped by SIGINT; created before the handler is installed (the handler only does an atomic store).
 private let prefetchInterrupt = PrefetchCancellation()
@@ -37,10 +39,14 @@ struct Prefetch: ParsableCommand {
     var fetch = false
     @Argument(help: ArgumentHelp("Path patterns (git glob pathspecs, from the root).", valueName: "pattern"))
     var patterns: [String] = []
+    @Flag(help: "Then upload the cache entries of every matching blob the remote cache lacks (HEAD first, parallel PUTs).")
+    var push = false
+    @OptionGroup var remote: RemoteCacheOptions
 
     func validate() throws {
         if let jobs, jobs < 1 || jobs > 1024 { throw ValidationError("--jobs must be between 1 and 1024") }
         do { _ = try PathFilter(patterns: patterns) } catch { throw ValidationError(error.description) }
+        if push, remote.remoteCacheMode == .read { throw ValidationError("--push uploads: it needs --remote-cache-mode read-write (its default)") }
     }
 
     func run() throws {
@@ -53,7 +59,13 @@ struct Prefetch: ParsableCommand {
                 FileHandle.standardError.write(Data("gitfs: warning: fetch failed (\(error)): prefetching from what is mirrored\n".utf8))
             }
         }
-        let resolver = Resolver(store: store, cache: try Resolver.openCache(home: home), logsFailures: false)
+        let cache = try Resolver.openCache(home: home)
+        let tier = try remote.tier(home: home, cache: cache, defaultMode: push ? .readWrite : .read, uploadsStores: !push)
+        if push && tier == nil {
+            throw ValidationError("--push needs a remote cache: give --remote-cache URL, set GITFS_REMOTE_CACHE or 'gitfs config remote-cache URL'")
+        }
+        defer { tier?.shutdown() }
+        let resolver = Resolver(store: store, cache: cache, loaders: remote.loaders(tier), logsFailures: false)
         let view = try resolver.repository(named: name)
 
         _ = prefetchInterrupt.isCancelled // initialise before the handler may run
@@ -87,9 +99,35 @@ struct Prefetch: ParsableCommand {
         }
         try StandardOutput.write(Array("\(summary)\n".utf8))
         if summary.interrupted { throw ExitCode(130) }
+        if push, let tier {
+            try pushEntries(prefetcher, tier, terminal: terminal)
+        }
         if summary.failed > 0 {
             throw PrefetchFailed(loadFailures: summary.failed - summary.notStored, notStored: summary.notStored,
                                  name: name, cache: home.cachePath)
+        }
+    }
+}
+
+extension Prefetch {
+    /// `--push`: uploads the entries of every matching blob the remote lacks; one summary line.
+    func pushEntries(_ prefetcher: Prefetcher, _ tier: RemoteTier, terminal: Bool) throws {
+        let start = MonotonicTime.now
+        let ids = try prefetcher.matchingBlobs(revisions: revisions)
+        let count = ids.count
+        var progress: (@Sendable (RemoteTier.PushSummary) -> Void)?
+        if terminal {
+            progress = { p in
+                guard p.done % 64 == 0 || p.done == count else { return }
+                FileHandle.standardError.write(Data("\rpushing: \(p.done)/\(count) objects, \(p.uploaded) uploaded\u{1B}[K".utf8))
+            }
+        }
+        let s = tier.push(ids, jobs: max(4, jobs ?? 8), onProgress: progress)
+        if terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        let seconds = String(format: "%.1f", (MonotonicTime.now - start).seconds)
+        try StandardOutput.write(Array("pushed \(ids.count) objects to \(tier.client.url): \(s.uploaded) uploaded (\(ByteCount.format(s.bytes))), \(s.alreadyThere) already there, \(s.notCached) not in the local cache, \(s.failed) failed\(s.skipped > 0 ? ", \(s.skipped) skipped (the remote is backing off)" : "") in \(seconds)s\n".utf8))
+        if s.failed + s.skipped > 0 {
+            throw CommandFailure("\(s.failed + s.skipped) uploads to the remote cache failed: \(s.firstError ?? "unknown")")
         }
     }
 }

@@ -179,6 +179,14 @@ public final class Prefetcher: Sendable {
         return summary
     }
 
+    /// The distinct blobs of `revisions` whose paths match the filter, in walk order (what `run`
+    /// loads; `gitfs prefetch --push` uploads their cache entries).
+    public func matchingBlobs(revisions: [String]) throws(ResolverError) -> [ObjectID] {
+        var roots: [ObjectID] = []
+        for c in try resolve(revisions) { roots.append(try view.commit(c).tree) }
+        return try walk(roots: roots, state: RunState()).map(\.id)
+    }
+
     /// One blob to load: its id and the first path it was found at (for messages).
     struct FoundBlob: Sendable {
         let id: ObjectID

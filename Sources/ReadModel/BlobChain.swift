@@ -153,10 +153,14 @@ final class BlobChain: Sendable {
                     continue
                 }
                 counts[i].hits.add(1, ordering: .relaxed)
-                if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
                 switch made {
-                case .cached: return LoadOutcome(blob: made, fill: .present)   // the loader filled the cache itself
-                case .memory(let bytes): return try fillBack(r, bytes, mode: mode, from: i)
+                case .cached:
+                    // A ready-made entry the loader put in the cache itself (a remote cache): nothing was
+                    // inflated, so it is no blob load, and there is nothing to fill back.
+                    return LoadOutcome(blob: made, fill: .present)
+                case .memory(let bytes):
+                    if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
+                    return try fillBack(r, bytes, mode: mode, from: i)
                 }
             }
             throw failure(r, "no blob source has it (the mirror is damaged or incomplete)")

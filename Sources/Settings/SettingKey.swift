@@ -21,6 +21,8 @@ public struct SettingKey: Sendable, Hashable {
                    help: "mount with allow_other so other users can read the mount (true/false; needs user_allow_other in /etc/fuse.conf)"),
         SettingKey(name: "cache-max-size", kind: .size, environment: "GITFS_CACHE_MAX_SIZE",
                    help: "keep the content cache under this size while mounted (e.g. 10G)"),
+        SettingKey(name: "remote-cache", kind: .url, environment: "GITFS_REMOTE_CACHE",
+                   help: "a shared content cache: s3://BUCKET/PREFIX?endpoint=URL&region=R or http(s)://HOST/PATH (mount, prefetch, cat)"),
     ]
 
     public static func named(_ name: String) -> SettingKey? { all.first { $0.name == name } }
@@ -28,6 +30,7 @@ public struct SettingKey: Sendable, Hashable {
     public static let fetchInterval = named("fetch-interval")!
     public static let allowOther = named("allow-other")!
     public static let cacheMaxSize = named("cache-max-size")!
+    public static let remoteCache = named("remote-cache")!
 
     /// `value` as it may be printed: URLs with any password, token or signature masked.
     public func display(_ value: String) -> String {
