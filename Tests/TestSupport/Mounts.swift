@@ -209,6 +209,8 @@ public final class MountedHome: @unchecked Sendable {
     public let mountpoint: String
     public private(set) var serverPID: pid_t?
     public private(set) var minor: Int = -1
+    /// Added to the environment of every gitfs this home runs (e.g. credentials of a remote cache).
+    public var environment: [String: String] = [:]
     private final class Watchdog: Sendable {
         let generation = Atomic<Int>(0)
         let fired = Atomic<Bool>(false)
@@ -236,12 +238,13 @@ public final class MountedHome: @unchecked Sendable {
     /// `gitfs ARGS[0] --home HOME ARGS[1...]`, bounded to `seconds`.
     @discardableResult
     public func gitfs(_ args: [String], seconds: Double = 120) throws -> RunResult {
-        try runBounded([gitfsBinary, args[0], "--home", home] + args.dropFirst(), seconds: seconds)
+        try runBounded([gitfsBinary, args[0], "--home", home] + args.dropFirst(), seconds: seconds, env: environment)
     }
 
     /// `gitfs mount MOUNTPOINT` (background) and arms the watchdog. Throws when it does not exit 0.
     public func mount(extra: [String] = [], watchdogSeconds: Double = 240, blockedSignals: [Int32] = []) throws {
-        let r = try runBounded([gitfsBinary, "mount", mountpoint, "--home", home] + extra, seconds: 90, blockedSignals: blockedSignals)
+        let r = try runBounded([gitfsBinary, "mount", mountpoint, "--home", home] + extra, seconds: 90, env: environment,
+                               blockedSignals: blockedSignals)
         guard r.status == 0 else { throw TestFailure("gitfs mount exited \(r.status): \(r.stderr)") }
         guard let line = mountLine(at: mountpoint), let pid = line.serverPID else {
             throw TestFailure("gitfs mount exited 0 but \(mountpoint) is not a gitfs mount")
