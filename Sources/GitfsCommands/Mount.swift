@@ -12,7 +12,7 @@ import Settings
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.",
-        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, threads=N, allow_other, debug.")
+        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, threads=N, remote-cache=URL, remote-cache-mode=M, remote-cache-order=O, allow_other, debug.")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing, empty directory.") var mountpoint: String

@@ -19,6 +19,10 @@ enum MountHelperForm {
         "fetch-interval": ("--fetch-interval", true), "fetch_interval": ("--fetch-interval", true),
         "cache-max-size": ("--cache-max-size", true), "cache_max_size": ("--cache-max-size", true),
         "threads": ("--threads", true),
+        // A URL with a password is better kept in the home (`gitfs config remote-cache URL`): argv shows.
+        "remote-cache": ("--remote-cache", true), "remote_cache": ("--remote-cache", true),
+        "remote-cache-mode": ("--remote-cache-mode", true), "remote_cache_mode": ("--remote-cache-mode", true),
+        "remote-cache-order": ("--remote-cache-order", true), "remote_cache_order": ("--remote-cache-order", true),
         "allow_other": ("--allow-other", false), "allow-other": ("--allow-other", false),
         "debug": ("--debug", false),
     ]

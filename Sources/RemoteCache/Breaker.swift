@@ -27,12 +27,15 @@ final class Breaker: Sendable {
     /// True while the remote is being skipped (a failed probe or repeated failures).
     var isOpen: Bool { openUntil.load(ordering: .relaxed) != 0 }
 
-    /// Whether a request may go out now (closed; or open, past its time, and this caller is the probe).
-    func allow() -> Bool {
+    enum Permission { case go, probe, skip }
+
+    /// Whether a request may go out now: `.go` while closed; `.probe` for the one caller that tries the
+    /// remote again once the backoff has passed; `.skip` otherwise.
+    func allow() -> Permission {
         let until = openUntil.load(ordering: .relaxed)
-        if until == 0 { return true }
-        guard MonotonicTime.now.nanoseconds >= until else { return false }
-        return probing.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        if until == 0 { return .go }
+        guard MonotonicTime.now.nanoseconds >= until else { return .skip }
+        return probing.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged ? .probe : .skip
     }
 
     func succeeded() {

@@ -19,6 +19,12 @@ public final class RemoteCacheClient: Sendable {
     /// is noticed within the base time).
     static let assumedRate = 4 << 20
     static let baseTimeout: Duration = .milliseconds(1500)
+    /// Time-out of the HEAD that tries a backing-off remote again.
+    static let probeTimeout: Duration = .milliseconds(750)
+
+    private var backingOff: RemoteError {
+        RemoteError(.backingOff, "the remote cache \(url) is skipped for a while after repeated failures")
+    }
 
     /// - Parameter environment: where S3 credentials are looked up (tests pass their own).
     public init(url: RemoteURL, environment: [String: String]? = nil) throws(RemoteError) {
@@ -131,8 +137,21 @@ public final class RemoteCacheClient: Sendable {
     /// One request through the breaker, with retries on 429/5xx while `retryable()` holds. A status is
     /// returned as is; the breaker counts transport failures, 429/5xx and refusals (401/403) as failures.
     private func run(_ request: Transport.Request, retryable: () -> Bool) -> Result<Int, RemoteError> {
-        guard breaker.allow() else {
-            return .failure(RemoteError(.backingOff, "the remote cache \(url) is skipped for a while after repeated failures"))
+        switch breaker.allow() {
+        case .go: break
+        case .skip: return .failure(backingOff)
+        case .probe:
+            // Backing off, and this caller tries the remote again: a short HEAD first, so a remote still
+            // down costs this reader at most `probeTimeout`, not a whole transfer's time-out.
+            let probe = Transport.Request(method: .head, url: url.objectURL(ObjectID.zero), headers: extraHeaders,
+                                          timeout: Self.probeTimeout, connectTimeout: Self.probeTimeout)
+            switch transport.perform(probe) {
+            case .status(let code) where code == 200 || code == 404:
+                breaker.succeeded()
+            default:
+                breaker.failed()
+                return .failure(backingOff)
+            }
         }
         var attempt = 0
         while true {

@@ -87,6 +87,9 @@ final class Transport: Sendable {
         _ = gitfs_curl_setopt_long(handle, CURLOPT_TCP_NODELAY, 1)
         _ = gitfs_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, max(1, Int(r.timeout.milliseconds)))
         _ = gitfs_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, max(1, Int(r.connectTimeout.milliseconds)))
+        // A transfer that stalls (under 1 KiB/s for 2 s) is given up whatever its size allowed.
+        _ = gitfs_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024)
+        _ = gitfs_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 2)
         _ = gitfs_curl_setopt_list(handle, CURLOPT_HTTPHEADER, list)
         switch auth {
         case .none: break
