@@ -62,7 +62,7 @@ struct Prefetch: ParsableCommand {
         let cache = try Resolver.openCache(home: home)
         let tier = try remote.tier(home: home, cache: cache, defaultMode: push ? .readWrite : .read, uploadsStores: !push)
         if push && tier == nil {
-            throw ValidationError("--push needs a remote cache: give --remote-cache URL, set GITFS_REMOTE_CACHE or 'gitfs config remote-cache URL'")
+            throw CommandFailure("--push needs a remote cache: give --remote-cache URL, set GITFS_REMOTE_CACHE or 'gitfs config remote-cache URL'")
         }
         defer { tier?.shutdown() }
         let resolver = Resolver(store: store, cache: cache, loaders: remote.loaders(tier), logsFailures: false)

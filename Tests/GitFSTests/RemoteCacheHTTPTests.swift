@@ -36,6 +36,20 @@ extension MountTests {
             #expect(stats["remote_errors"] == 0)
         }
 
+        /// Bad remote-cache input is one clear error line, and nothing is mounted or changed.
+        @Test func badInputIsOneErrorLine() throws {
+            let fleet = try RemoteFleet()
+            let m = try fleet.machine("http-bad", environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+                                                                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"])
+            defer { m.unmount() }
+            expectOneErrorLine(try m.gitfs(["mount", m.mountpoint, "--remote-cache", "ftp://host/x"]), "an ftp URL")
+            #expect(!isMountPoint(m.mountpoint))
+            expectOneErrorLine(try m.gitfs(["cat", "fx", "main:README.md", "--remote-cache", "s3://bucket/p"]), "S3 without credentials")
+            expectOneErrorLine(try m.gitfs(["prefetch", "fx", "--push"]), "--push without a remote cache")
+            expectOneErrorLine(try m.gitfs(["prefetch", "fx", "--push", "--remote-cache", "http://127.0.0.1:1/x", "--remote-cache-mode", "read"]),
+                               status: 2, "--push in read mode")
+        }
+
         /// Basic-auth credentials in the URL never show in `gitfs config`, errors or the stats.
         @Test func credentialsInTheURLAreMasked() throws {
             let dav = try NginxDAV.start()
