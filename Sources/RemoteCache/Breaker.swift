@@ -27,6 +27,12 @@ final class Breaker: Sendable {
     /// True while the remote is being skipped (a failed probe or repeated failures).
     var isOpen: Bool { openUntil.load(ordering: .relaxed) != 0 }
 
+    /// True while requests are skipped and no probe is due yet (cheap: one atomic load, one clock read).
+    var isSkipping: Bool {
+        let until = openUntil.load(ordering: .relaxed)
+        return until != 0 && MonotonicTime.now.nanoseconds < until
+    }
+
     enum Permission { case go, probe, skip }
 
     /// Whether a request may go out now: `.go` while closed; `.probe` for the one caller that tries the

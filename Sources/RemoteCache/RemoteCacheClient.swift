@@ -56,6 +56,9 @@ public final class RemoteCacheClient: Sendable {
     /// True when requests are being skipped now.
     public var isBackingOff: Bool { breaker.isOpen }
 
+    /// True when a request now would be skipped without trying (backing off, no probe due yet).
+    public var isSkipping: Bool { breaker.isSkipping }
+
     public enum Fetch: Sendable {
         case found
         case notFound

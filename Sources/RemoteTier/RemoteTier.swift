@@ -164,6 +164,7 @@ public final class RemoteTier: Sendable {
 
     /// GETs, checks and publishes the entry of `id`; nil on any miss or failure (counted, logged once).
     func fetch(_ id: ObjectID, sizeHint: Int?) -> CacheEntry? {
+        if client.isSkipping { return nil }
         let imp: EntryImport
         do { imp = try cache.beginImport(id) } catch {
             fail(.local, "cannot import remote cache entries into the local cache: \(error)")
@@ -207,6 +208,7 @@ public final class RemoteTier: Sendable {
 
     /// The content size from the entry's header (a ranged GET of its start); nil when absent or on failure.
     func remoteSize(_ id: ObjectID) -> Int? {
+        if client.isSkipping { return nil }
         var want = EntryPrefix.bytesNeeded(chunks: 64)
         for _ in 0..<2 {
             var buf: [UInt8] = []
