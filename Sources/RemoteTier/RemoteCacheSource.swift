@@ -17,20 +17,23 @@ struct RemoteCacheSource: BlobSource {
     let name = "remote"
     let role = BlobSourceRole.loader
     let remote: RemoteTier
-    /// Whether to ask the remote for a blob whose size the packs give (nil: the packs lack it).
-    let gate: @Sendable (Int?) -> Bool
+    /// Whether to ask the remote for a blob whose size the packs give (nil: the packs lack it); nil
+    /// gate: every blob (no size needed).
+    let gate: (@Sendable (Int?) -> Bool)?
     /// Whether this placement answers sizes (only the one after the packs, so a size the packs know is
     /// never asked of the remote).
     let answersSizes: Bool
 
     func size(of request: BlobRequest) -> Int? {
-        guard answersSizes, packSize(request) == nil else { return nil }
+        guard answersSizes, !remote.client.isSkipping, packSize(request) == nil else { return nil }
         return remote.remoteSize(request.id)
     }
 
     func open(_ request: BlobRequest) -> LoadedBlob? {
+        // A remote being skipped costs a reader nothing: no pack header read, no file, no request.
+        if remote.client.isSkipping { return nil }
         let known = packSize(request)
-        guard gate(known) else { return nil }
+        if let gate, !gate(known) { return nil }
         return remote.fetch(request.id, sizeHint: known).map { .cached($0) }
     }
 

@@ -18,7 +18,7 @@ public enum RemoteCacheMode: String, Sendable, CaseIterable {
 
 /// Where the remote stands against the local packs in the chain.
 public enum RemoteCacheOrder: String, Sendable, CaseIterable {
-    /// By size: blobs of at least `RemoteTier.autoThreshold` bytes from the remote first, smaller ones
+    /// By size: blobs of at least `RemoteTier.autoThreshold` (1 MiB) from the remote first, smaller ones
     /// from the packs first (a small blob inflates in microseconds; a GET costs a round trip).
     case auto
     case remoteFirst = "remote-first"
@@ -38,8 +38,9 @@ public struct RemoteCounters: Sendable, Equatable {
 /// reaches a reader. Thread-safe; `shutdown()` joins the uploaders (after a short grace).
 public final class RemoteTier: Sendable {
     /// Blobs from this size up are asked of the remote before the packs in `auto` order: below it a
-    /// local inflate is cheaper than a loopback GET (BENCHMARKS.md, "Remote cache").
-    public static let autoThreshold = 256 << 10
+    /// local load (inflate, then compress for the cache) costs less than a GET and the checks of the
+    /// entry; from 1 MiB up the remote costs less (measured crossover: BENCHMARKS.md, "Remote cache").
+    public static let autoThreshold = 1 << 20
 
     public let client: RemoteCacheClient
     public let cache: ContentCache
@@ -70,9 +71,9 @@ public final class RemoteTier: Sendable {
     public func loaders(order: RemoteCacheOrder) -> [any BlobSource] {
         switch order {
         case .remoteFirst:
-            return [RemoteCacheSource(remote: self, gate: { _ in true }, answersSizes: true), PackSource()]
+            return [RemoteCacheSource(remote: self, gate: nil, answersSizes: true), PackSource()]
         case .packsFirst:
-            return [PackSource(), RemoteCacheSource(remote: self, gate: { _ in true }, answersSizes: true)]
+            return [PackSource(), RemoteCacheSource(remote: self, gate: nil, answersSizes: true)]
         case .auto:
             let t = Self.autoThreshold
             return [RemoteCacheSource(remote: self, gate: { ($0 ?? 0) >= t }, answersSizes: false), PackSource(),
