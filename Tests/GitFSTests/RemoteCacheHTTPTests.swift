@@ -34,6 +34,53 @@ extension MountTests {
             #expect(stats["blob_loads"] == 0 && stats["speculative_loads"] == 0, "machine B inflated blobs: \(stats)")
             #expect(stats["remote_hits"] == want)
             #expect(stats["remote_errors"] == 0)
+            b.unmount()
+
+            // The default order (auto): blobs of 1 MiB and more from the remote, smaller ones from packs.
+            let c = try fleet.machine("http-c", environment: [:])
+            defer { c.unmount() }
+            try c.mount(extra: ["--remote-cache", url])
+            try fleet.readAndCompare(c)
+            var big = Set<String>()
+            for f in fleet.files {
+                let size = Int(try git("cat-file", "-s", f.id, cwd: fleet.fixture.path).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                if size >= 1 << 20 { big.insert(f.id) }
+            }
+            let statsC = try c.stats()
+            #expect(!big.isEmpty && statsC["remote_hits"] == big.count, "\(statsC)")
+            #expect((statsC["blob_loads"] ?? 0) + (statsC["speculative_loads"] ?? 0) == want - big.count)
+        }
+
+        /// A blob the mirror lacks (a blobless mirror, as `git clone --filter=blob:none` makes) comes from
+        /// the remote: its size from a ranged read of the entry's header, its content checked; nothing is
+        /// inflated and no reader gets an error.
+        @Test func aBlobTheMirrorLacksComesFromTheRemote() throws {
+            let dav = try NginxDAV.start()
+            defer { dav.stop() }
+            let fleet = try RemoteFleet()
+            let url = dav.url(prefix: "blobless")
+            let p = try fleet.machine("http-bl-p", environment: [:])
+            #expect(try p.gitfs(["prefetch", "fx", "--push", "--remote-cache", url]).status == 0)
+
+            let b = try fleet.machine("http-bl-b", environment: [:])
+            defer { b.unmount() }
+            // B's mirror becomes blobless: the same refs and trees, no blob, gitfs's own files kept.
+            let mirror = b.home + "/repos/fx.git", full = b.dir.sub("fx-full.git")
+            try git("config", "uploadpack.allowFilter", "true", cwd: fleet.base.sub("fx.git"))
+            try FileManager.default.moveItem(atPath: mirror, toPath: full)
+            try git("clone", "-q", "--mirror", "--filter=blob:none", fleet.source, mirror, cwd: "/tmp")
+            for name in try FileManager.default.contentsOfDirectory(atPath: full) where name.hasPrefix("gitfs") {
+                try FileManager.default.copyItem(atPath: full + "/" + name, toPath: mirror + "/" + name)
+            }
+            let missing = try git("rev-list", "--objects", "--all", "--missing=print", cwd: mirror)
+                .split(separator: "\n").filter { $0.hasPrefix("?") }.map { String($0.dropFirst()) }
+            #expect(fleet.blobIDs.isSubset(of: Set(missing)), "the blobless mirror should lack every blob")
+            try b.mount(extra: ["--remote-cache", url])
+            try fleet.readAndCompare(b)
+            let stats = try b.stats()
+            #expect(stats["blob_loads"] == 0 && stats["speculative_loads"] == 0, "\(stats)")
+            #expect(stats["remote_hits"] == fleet.blobIDs.count)
+            #expect(stats["errors"] == 0)
         }
 
         /// Bad remote-cache input is one clear error line, and nothing is mounted or changed.
