@@ -100,18 +100,18 @@ public final class OriginSource: BlobSource {
     /// at most `maxBulk` ids (blobs in a batch already in flight are waited for, not asked twice).
     /// Returns how many ids were asked of the origin. For `gitfs prefetch`: a few large requests instead
     /// of one per directory.
-    public func fetchAll(_ ids: [ObjectID], repository: Repository) throws(ResolverError) -> Int {
+    public func fetchAll(_ ids: [ObjectID], repository: Repository, cancelled: (@Sendable () -> Bool)? = nil) throws(ResolverError) -> Int {
         guard repository.isPartial else { return 0 }
         var seen = Set<ObjectID>()
         let wanted = ids.filter { seen.insert($0).inserted && !isLocal($0, repository) }
         var asked = 0
         var start = 0
-        while start < wanted.count {
+        while start < wanted.count, cancelled?() != true {
             let chunk = Array(wanted[start..<min(start + maxBulk, wanted.count)])
             start += chunk.count
             let (mine, others) = claim(chunk, repository: repository)
             asked += mine?.ids.count ?? 0
-            if let mine { try wrap(run(mine.batch, mine.ids, repository)) }
+            if let mine { try wrap(run(mine.batch, mine.ids, repository, cancelled: cancelled)) }
             for b in others { try wrap(b.wait()) }
         }
         return asked
@@ -178,8 +178,11 @@ public final class OriginSource: BlobSource {
     }
 
     /// Runs one fetch for a claimed batch, then releases its ids and wakes its waiters.
-    private func run(_ batch: Batch, _ ids: [ObjectID], _ repo: Repository) -> Result<Void, GitStoreError> {
-        let outcome = Result { () throws(GitStoreError) in try repo.fetchObjects(ids, timeout: timeout) }
+    private func run(_ batch: Batch, _ ids: [ObjectID], _ repo: Repository,
+                     cancelled: (@Sendable () -> Bool)? = nil) -> Result<Void, GitStoreError> {
+        // A bulk request may take long: its time-out grows with its size (a second per 100 ids).
+        let limit = timeout + .seconds(ids.count / 100)
+        let outcome = Result { () throws(GitStoreError) in try repo.fetchObjects(ids, timeout: limit, cancelled: cancelled) }
         fetches.add(1, ordering: .relaxed)
         switch outcome {
         case .success:

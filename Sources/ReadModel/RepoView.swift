@@ -134,8 +134,8 @@ public final class RepoView: Sendable {
     /// Blobless mirrors: fetches from the origin, in a few large requests, every blob of `ids` that
     /// neither the mirror nor the content cache holds (`gitfs prefetch`, before it loads them one by
     /// one). Returns how many were asked of the origin; 0 for a full mirror.
-    public func fetchMissing(_ ids: [ObjectID]) throws(ResolverError) -> Int {
-        try resolver.origin.fetchAll(ids, repository: repository)
+    public func fetchMissing(_ ids: [ObjectID], cancelled: (@Sendable () -> Bool)? = nil) throws(ResolverError) -> Int {
+        try resolver.origin.fetchAll(ids, repository: repository, cancelled: cancelled)
     }
 
     /// A blob's size: from the bounded cache, else from the first blob source that knows it without
