@@ -82,6 +82,9 @@ public final class OriginSource: BlobSource {
 
     public func size(of request: BlobRequest) throws(ResolverError) -> Int? {
         guard request.repository.isPartial else { return nil }
+        // A large cache entry's size is in its file's header, not in the cache's index: read before asking
+        // the origin (the blob may be cached and no longer in the mirror after `gitfs gc`).
+        if let entry = cache?.lookup(request.id) { return entry.size }
         try obtain(request)
         do { return try request.repository.header(request.id).size } catch {
             throw missing(request, error)

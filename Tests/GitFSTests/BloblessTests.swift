@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import Testing
 import TestSupport
@@ -259,6 +260,51 @@ extension MountTests {
             expectOneErrorLine(failed, "a fetch with the origin stopped")
             #expect(failed.stderr.contains(srv.url))
             #expect(try git("for-each-ref", "--format=%(objectname) %(refname)", cwd: mirror) == refsBefore)
+        }
+
+        @Test func gcRemovesFetchedPacksWhoseBlobsTheCacheHolds() throws {
+            let fixture = try FixtureRepo.shared()
+            let srv = try Self.serve(fixture.path)
+            defer { srv.daemon.stop() }
+            let m = try MountedHome("blobless-gc")
+            defer { m.unmount() }
+            #expect(try m.gitfs(["clone", "--filter=blob:none", srv.url, "bl"]).status == 0)
+            let mirror = m.home + "/repos/bl.git"
+            let promisorPacks = { () -> [String] in
+                ((try? FileManager.default.contentsOfDirectory(atPath: mirror + "/objects/pack")) ?? []).filter { $0.hasSuffix(".promisor") }.sorted()
+            }
+            #expect(promisorPacks().count == 1)   // the clone's commits and trees
+            let pf = try m.gitfs(["prefetch", "bl"])
+            #expect(pf.status == 0, "\(pf.stderr)")
+            #expect(promisorPacks().count == 2)
+            // A blob fetched into the mirror that the cache does not hold: its pack stays.
+            let other = try git("rev-parse", "v1.0:src/main.c", cwd: fixture.path).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try git("rev-parse", "main:src/main.c", cwd: fixture.path).trimmingCharacters(in: .whitespacesAndNewlines) != other)
+            try git("-c", "fetch.negotiationAlgorithm=noop", "fetch", "-q", "origin", "--no-tags", "--no-write-fetch-head",
+                    "--filter=blob:none", "--stdin", cwd: mirror, stdin: Array((other + "\n").utf8))
+            #expect(promisorPacks().count == 3)
+            let sizeBefore = FileSystem.diskUsage(mirror)
+
+            let dry = try m.gitfs(["gc", "--dry-run"])
+            #expect(dry.status == 0 && dry.out.contains("would remove 1 pack of "), "\(dry.out)")
+            #expect(promisorPacks().count == 3)
+            let gc = try m.gitfs(["gc"])
+            #expect(gc.status == 0 && gc.out.contains("removed 1 pack of "), "\(gc.out) \(gc.stderr)")
+            #expect(promisorPacks().count == 2)
+            #expect(FileSystem.diskUsage(mirror) + FixtureRepo.bigFileSize / 2 < sizeBefore)
+            #expect(try Self.localBlobs(mirror) == [other])
+            #expect(try m.gitfs(["gc"]).out.contains("removed") == false)
+
+            // Offline, the revision still reads in full (from the cache), and the kept blob from the mirror.
+            srv.daemon.stop()
+            try m.mount(watchdogSeconds: 120)
+            let main = try revParse(fixture.path, "main")
+            let scratch = try TempDir("blobless-gc-archive")
+            let problems = try Self.compare(root: m.path("bl/commits/\(main)"), repo: fixture.path, id: main, scratch: scratch)
+            #expect(problems.isEmpty, "\(summary(problems))")
+            #expect(try m.stats()["origin_fetches"] == 0)
+            let v1 = try revParse(fixture.path, "v1.0^{commit}")
+            #expect(compareFile(m.path("bl/commits/\(v1)/src/main.c"), with: try fixture.gitBlob("v1.0", "src/main.c")) == nil)
         }
     }
 }
