@@ -103,7 +103,10 @@ public final class GitFSMount: Sendable {
     }
 
     /// Begins a clean unmount. Thread-safe and idempotent.
-    public func stop() { server.stop() }
+    public func stop() {
+        resolver.origin.shutdown()   // blobless mirrors: fetches in flight stop, so requests waiting on them end
+        server.stop()
+    }
 
     /// SIGTERM, SIGINT and SIGHUP stop the mount cleanly.
     public func installSignalHandlers() { server.installSignalHandlers() }

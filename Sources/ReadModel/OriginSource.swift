@@ -56,6 +56,9 @@ public final class OriginSource: BlobSource {
     /// Per repository (by path): the batches in flight and the last failure.
     private let state = Mutex<[String: RepoState]>([:])
 
+    /// Set by `shutdown`: fetches in flight are stopped (git killed and reaped) and no new one starts.
+    private let stopping = Atomic<Bool>(false)
+
     let fetches = Atomic<Int>(0)
     let objects = Atomic<Int>(0)
     let bytes = Atomic<Int>(0)
@@ -72,6 +75,10 @@ public final class OriginSource: BlobSource {
         self.timeout = timeout
         self.retryAfter = retryAfter
     }
+
+    /// Stops fetches in flight and refuses new ones (their readers get EIO): an unmount does not wait
+    /// for a slow origin. Idempotent.
+    public func shutdown() { stopping.store(true, ordering: .relaxed) }
 
     /// Counters since start.
     public var counters: OriginCounters {
@@ -185,7 +192,11 @@ public final class OriginSource: BlobSource {
                      cancelled: (@Sendable () -> Bool)? = nil) -> Result<Void, GitStoreError> {
         // A bulk request may take long: its time-out grows with its size (a second per 100 ids).
         let limit = timeout + .seconds(ids.count / 100)
-        let outcome = Result { () throws(GitStoreError) in try repo.fetchObjects(ids, timeout: limit, cancelled: cancelled) }
+        let stop: @Sendable () -> Bool = { [self] in stopping.load(ordering: .relaxed) || cancelled?() == true }
+        let outcome = Result { () throws(GitStoreError) in
+            if stop() { throw GitStoreError(.network, "the mount is stopping") }
+            try repo.fetchObjects(ids, timeout: limit, cancelled: stop)
+        }
         fetches.add(1, ordering: .relaxed)
         switch outcome {
         case .success:

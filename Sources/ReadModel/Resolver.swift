@@ -83,6 +83,7 @@ public final class Resolver: Sendable {
 
     /// Stops the background work (stores in progress finish, queued ones are dropped). Idempotent.
     public func shutdown() {
+        origin.shutdown()
         readAhead?.shutdown()
     }
 
