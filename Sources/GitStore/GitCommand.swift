@@ -79,6 +79,8 @@ public struct GitCommand: Sendable {
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["GIT_ASKPASS"] = "/bin/false"
         env["LC_ALL"] = "C"
+        // git ≥ 2.44: no lazy fetch of a missing object behind our back (gitfs asks for what it needs).
+        env["GIT_NO_LAZY_FETCH"] = "1"
         for (k, v) in environment { env[k] = v }
         let argv = ([git] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
