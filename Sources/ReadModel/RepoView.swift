@@ -147,6 +147,18 @@ public final class RepoView: Sendable {
         return size
     }
 
+    /// A blob's size when it is known without asking the origin of a blobless mirror (for listings, which
+    /// then leave the size to a lookup); for a full mirror the same as `blobSize`, nil on failure.
+    public func localBlobSize(_ id: ObjectID) -> Int? {
+        guard repository.isPartial else { return try? blobSize(id) }
+        if let s = resolver.sizes.value(for: id) { return s }
+        // Cheap look first: a blob in neither the mirror nor the cache is the common case of a listing.
+        guard resolver.cache.contains(id) || repository.contains(id),
+              let size = resolver.chain.localSize(request(id)) else { return nil }
+        resolver.sizes.set(size, for: id, bytes: 48)
+        return size
+    }
+
     /// Opens a blob's content through the chain of blob sources (opened lately, pending, the content
     /// cache, else one single-flight load from the packs, filled back to the cache). Reads that come
     /// without a file handle (the mount's no-open mode) call this per request; the opened table keeps

@@ -131,6 +131,11 @@ extension MountTests {
             try m.mount(watchdogSeconds: 180)
             let id = try revParse(src, "main")
             let before = srv.daemon.uploadPackRequests()
+            // Listing names and types needs no size: nothing is fetched.
+            #expect(try listDirectory(m.path("w/commits/\(id)/many")).count == 3000)
+            let listed = try runBounded(["find", m.path("w/commits/\(id)"), "-type", "f"], seconds: 60)
+            #expect(listed.out.split(separator: "\n").count == 3001)
+            #expect(try m.stats()["origin_fetches"] == 0)
             let r = try runBounded(["sh", "-c", "find \"$1\" -type f | xargs stat -c '%n %s' | wc -l", "sh", m.path("w/commits/\(id)/many")], seconds: 120)
             #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "3000", "\(r.out) \(r.stderr)")
             var stats = try m.stats()
