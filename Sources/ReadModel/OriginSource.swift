@@ -67,12 +67,16 @@ public final class OriginSource: BlobSource {
 
     /// - Parameters:
     ///   - cache: blobs it holds are left out of a directory's batch (they need no fetch).
+    ///   - timeout: how long one fetch may take before git is killed (plus a second per 100 ids); nil:
+    ///     `GITFS_ORIGIN_TIMEOUT` (seconds) from the environment, else 120 s.
     public init(cache: ContentCache?, maxBatch: Int = 5000, maxBulk: Int = 50_000,
-                timeout: Duration = .seconds(120), retryAfter: Duration = .seconds(5)) {
+                timeout: Duration? = nil, retryAfter: Duration = .seconds(5)) {
         self.cache = cache
         self.maxBatch = maxBatch
         self.maxBulk = maxBulk
-        self.timeout = timeout
+        let fromEnvironment = ProcessInfo.processInfo.environment["GITFS_ORIGIN_TIMEOUT"].flatMap(Double.init)
+            .flatMap { $0 > 0 ? Duration.milliseconds(Int64($0 * 1000)) : nil }
+        self.timeout = timeout ?? fromEnvironment ?? .seconds(120)
         self.retryAfter = retryAfter
     }
 

@@ -311,5 +311,47 @@ extension MountTests {
             let v1 = try revParse(fixture.path, "v1.0^{commit}")
             #expect(compareFile(m.path("bl/commits/\(v1)/src/main.c"), with: try fixture.gitBlob("v1.0", "src/main.c")) == nil)
         }
+
+        @Test func aHungOriginIsStoppedAfterItsTimeOutAndTheReaderGetsEIO() throws {
+            let fixture = try FixtureRepo.shared()
+            let srv = try Self.serve(fixture.path)
+            defer { srv.daemon.stop() }
+            let m = try MountedHome("blobless-hung")
+            defer { m.unmount() }
+            #expect(try m.gitfs(["clone", "--filter=blob:none", srv.url, "bl"]).status == 0)
+            // An origin that accepts connections and never answers.
+            let port = try freePort()
+            let silentLog = try TempDir("blobless-silent")
+            let silent = try spawnInOwnGroup(["python3", "-c", """
+                import socket, time
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", \(port))); s.listen(64); held = []
+                while True:
+                    c, _ = s.accept(); held.append(c)
+                """], output: silentLog.sub("log"))
+            defer { kill(-silent, SIGKILL); var st: Int32 = 0; waitpid(silent, &st, 0) }
+            #expect(waitFor(seconds: 10) { canConnect(port: port) })
+            try git("config", "remote.origin.url", "git://127.0.0.1:\(port)/r.git", cwd: m.home + "/repos/bl.git")
+
+            let mount = try runBounded([gitfsBinary, "mount", m.mountpoint, "--home", m.home], seconds: 90, env: ["GITFS_ORIGIN_TIMEOUT": "3"])
+            #expect(mount.status == 0, "\(mount.stderr)")
+            m.adoptCurrentMount()
+            m.armWatchdog(seconds: 90)
+            let main = try revParse(fixture.path, "main")
+            let t0 = Date()
+            let r = try runBounded(["cat", m.path("bl/commits/\(main)/README.md")], seconds: 60)
+            let took = Date().timeIntervalSince(t0)
+            #expect(r.status != 0 && r.stderr.contains("Input/output error"), "\(r.status) \(r.stderr)")
+            #expect(took >= 2.5 && took < 15, "the read took \(took) s")
+            // git was killed and reaped: no git process of this mirror is left.
+            let left = try runBounded(["pgrep", "-f", "bl.git.*fetch"], seconds: 10)
+            #expect(left.out.isEmpty, "\(left.out)")
+            #expect(waitFor(seconds: 5) { m.serverLog.contains("3 s and was stopped") }, "\(m.serverLog.suffix(1500))")
+            let stats = try m.stats()
+            #expect(stats["origin_errors"] == 1 && stats["origin_fetches"] == 1, "\(stats)")
+            // The mount keeps serving.
+            #expect(try listDirectory(m.path("bl/branches")).contains("main"))
+            #expect(!m.watchdogHasFired)
+        }
     }
 }
