@@ -143,6 +143,15 @@ public struct GitCommand: Sendable {
         return line
     }
 
+    /// The installed git's version ("git version 2.39.5" → (2, 39)), or nil when git is missing.
+    public static func version() -> (major: Int, minor: Int)? {
+        guard let out = try? GitCommand(["--version"], timeout: .seconds(10)).run() else { return nil }
+        let words = String(decoding: out, as: UTF8.self).split(separator: " ")
+        guard words.count >= 3 else { return nil }
+        let parts = words[2].split(separator: ".").compactMap { Int($0.prefix(while: \.isNumber)) }
+        return parts.count >= 2 ? (parts[0], parts[1]) : nil
+    }
+
     /// The `git` executable found on PATH (then /usr/bin), or nil.
     public static let executable: String? = {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
