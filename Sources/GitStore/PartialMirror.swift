@@ -93,6 +93,12 @@ extension MirrorStore {
                    ["remote.origin.partialclonefilter", filter.spec], ["gc.auto", "0"]] {
             _ = try git(["-C", tmp, "config", kv[0], kv[1]])
         }
+        if source.hasPrefix("/") || source.hasPrefix("file://") {
+            // A repository on this machine: its upload-pack runs here, with filters and fetch by id allowed
+            // (git does not pass `-c` settings to a local upload-pack, so they go on its command line).
+            _ = try git(["-C", tmp, "config", "remote.origin.uploadpack",
+                         "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true upload-pack"])
+        }
         for spec in ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"] {
             _ = try git(["-C", tmp, "config", "--add", "remote.origin.fetch", spec])
         }

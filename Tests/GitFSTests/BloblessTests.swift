@@ -66,6 +66,15 @@ extension MountTests {
             #expect(c.status == 0, "\(c.stderr)")
             let c2 = try m.gitfs(["clone", "--filter=blob:limit=1k", srv.url, "lim"])
             #expect(c2.status == 0, "\(c2.stderr)")
+            // A repository on this machine (no server settings needed): blobless too, blobs fetched from it.
+            let other = try TempDir("blobless-local")
+            #expect(try runGitfs(home: other.path, ["clone", "--filter=blob:none", fixture.path, "local"]).status == 0)
+            let localMirror = other.sub("repos/local.git")
+            #expect(try Self.localBlobs(localMirror).isEmpty)
+            let localCat = try runGitfs(home: other.path, ["cat", "local", "main:src/main.c"])
+            let wantMain = try fixture.gitBlob("main", "src/main.c")
+            #expect(localCat.status == 0 && localCat.stdout == wantMain, "\(localCat.stderr)")
+            #expect(try Self.localBlobs(localMirror).count >= 1)
             let full = m.home + "/repos/full.git", bl = m.home + "/repos/bl.git", lim = m.home + "/repos/lim.git"
 
             // Smaller than a full mirror, no blobs at all; the limited one has its small blobs only.
