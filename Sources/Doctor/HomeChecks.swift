@@ -127,6 +127,14 @@ extension Doctor {
                 out.append(.problem(check, damage, fix: "gitfs remove \(name) and clone it again"))
                 continue
             }
+            if info.filter != nil {
+                // Blobless mirrors fetch through the git command.
+                if let v = GitCommand.version(), (v.major, v.minor) >= (2, 25) {} else {
+                    out.append(.problem(check, "a blobless mirror (\(info.filter ?? "")) needs git 2.25 or later, found \(GitCommand.version().map { "\($0.major).\($0.minor)" } ?? "none")",
+                                        fix: "apt-get install git (2.25 or later)"))
+                    continue
+                }
+            }
             let url = Credentials.redacted(info.url)
             guard network else {
                 out.append(.ok(check, "origin \(url) (--network checks that it answers)"))

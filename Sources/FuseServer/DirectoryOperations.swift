@@ -72,7 +72,14 @@ extension FuseMount {
                 } else {
                     let entry = dir.entries[index - 2]
                     let stop: Bool = dir.names[index - 2].withUnsafeBufferPointer { name -> Bool in
-                        if plus {
+                        if plus, entry.withoutAttributes {
+                            // Node id 0: the kernel lists the name and type and links nothing (no lookup
+                            // count taken); a LOOKUP brings the attributes when someone asks.
+                            var e = fuse_entry_param()
+                            e.attr = makeStat(table.existingIno(of: entry.node) ?? 0xffff_ffff, entry.attributes)
+                            added = fuse_add_direntry_plus(req, buffer + used, remaining, name.baseAddress, &e, nextOffset)
+                            if added > remaining { return true }
+                        } else if plus {
                             let needed = fuse_add_direntry_plus(req, nil, 0, name.baseAddress, nil, 0)
                             if needed > remaining { return true }
                             let childIno = table.retain(entry.node)

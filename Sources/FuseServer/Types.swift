@@ -42,10 +42,15 @@ public struct DirectoryEntry<Node: Hashable & Sendable>: Sendable {
     public let name: [UInt8]
     public let node: Node
     public let attributes: NodeAttributes
-    public init(name: [UInt8], node: Node, attributes: NodeAttributes) {
+    /// READDIRPLUS gives this entry's name and type only (no inode, no attributes): its attributes
+    /// cost work a listing should not do (a blobless mirror's sizes come from the origin); a later
+    /// LOOKUP asks for them. Only `attributes.kind` is meaningful then.
+    public var withoutAttributes = false
+    public init(name: [UInt8], node: Node, attributes: NodeAttributes, withoutAttributes: Bool = false) {
         self.name = name
         self.node = node
         self.attributes = attributes
+        self.withoutAttributes = withoutAttributes
     }
 }
 

@@ -126,7 +126,10 @@ public final class GitFSMount: Sendable {
     }
 
     /// Begins a clean unmount. Thread-safe and idempotent.
-    public func stop() { server.stop() }
+    public func stop() {
+        resolver.origin.shutdown()   // blobless mirrors: fetches in flight stop, so requests waiting on them end
+        server.stop()
+    }
 
     /// SIGTERM, SIGINT and SIGHUP stop the mount cleanly.
     public func installSignalHandlers() { server.installSignalHandlers() }
@@ -146,6 +149,9 @@ public final class GitFSMount: Sendable {
         ]
         let f = fetcher.withLock { $0?.snapshot } ?? FetchCounters()
         fields += [("fetches", "\(f.fetches)"), ("fetch_errors", "\(f.errors)"), ("last_fetch", "\(f.lastFetch)")]
+        let o = resolver.origin.counters
+        fields += [("origin_fetches", "\(o.fetches)"), ("origin_objects", "\(o.objects)"), ("origin_bytes", "\(o.bytes)"),
+                   ("origin_errors", "\(o.errors)"), ("origin_batch_joins", "\(o.batchJoins)")]
         fields += remote?.statsFields ?? []
         fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
         let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")

@@ -61,8 +61,17 @@ extension GitFileSystem {
             o.repo.view.listing(o.entry.oid)
             let mtime = try commitTime(o)
             out.reserveCapacity(tree.entries.count)
+            let partial = o.repo.view.repository.isPartial
             for e in tree.entries {
                 let child = ObjectNode(repo: o.repo, commit: o.commit, path: Self.childPath(o.path, e.name), entry: e, directory: o.entry.oid)
+                // A blobless mirror: a size the mirror lacks would be an origin fetch; the listing gives the
+                // name and type only, and a lookup (stat, open) fetches the directory's blobs when needed.
+                if partial, e.objectKind == .blob, o.repo.view.localBlobSize(e.oid) == nil {
+                    let kind: NodeKind = e.kind == .symlink ? .symlink : .regularFile
+                    let typeOnly = NodeAttributes(kind: kind, permissions: e.kind == .executable ? 0o555 : 0o444, size: 0, mtime: mtime, ttl: 0)
+                    out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: typeOnly, withoutAttributes: true))
+                    continue
+                }
                 out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: try objectAttributes(e, in: o.repo, mtime: mtime)))
             }
             return (out, OpenedDirectory(cacheEntries: true))

@@ -11,7 +11,10 @@ extension MirrorStore {
     /// failure leaves nothing behind. A local source that libgit2 cannot transfer (a malformed tree) has
     /// its objects copied instead (`LocalSource`). Refuses an invalid or existing name before creating
     /// anything; of two clones onto one name at once one wins, the other fails with `.exists`.
-    public func clone(url: String, name: String?, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
+    /// With `filter` the mirror is partial (blobless): made by the git command (`gitClone`), blobs
+    /// come from the origin later, on first use.
+    public func clone(url: String, name: String?, filter: PartialFilter? = nil,
+                      progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
         LibGit2.ensureInitialized()
         let source = try MirrorStore.normalizeURL(url)
         let name = name ?? MirrorStore.defaultName(forURL: source)
@@ -28,6 +31,26 @@ extension MirrorStore {
         var keepTmp = false
         defer { if !keepTmp { FileSystem.removeTree(tmp) } }
 
+        if let filter {
+            try MirrorStore.gitClone(source, into: tmp, filter: filter)
+        } else {
+            try libgit2Clone(source, into: tmp, progress: progress)
+        }
+        FetchRecord(seq: 0, time: Date().timeIntervalSince1970, changes: []).write(mirror: tmp)
+
+        if rename(tmp, final) != 0 {
+            let err = errno
+            if err == EEXIST || err == ENOTEMPTY {
+                throw GitStoreError(.exists, "a repository named '\(name)' already exists (another clone finished first); nothing else was created")
+            }
+            throw GitStoreError(.io, "cannot move the new mirror into \(final): \(String(cString: strerror(err)))")
+        }
+        keepTmp = true // renamed: nothing left to clean up
+        return try info(name: name)
+    }
+
+    /// A full mirror of `source` made with libgit2 in the new directory `tmp`.
+    private func libgit2Clone(_ source: String, into tmp: String, progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) {
         var repo: OpaquePointer?
         var iopts = git_repository_init_options()
         git_repository_init_options_init(&iopts, UInt32(GIT_REPOSITORY_INIT_OPTIONS_VERSION))
@@ -58,17 +81,6 @@ extension MirrorStore {
             }
             MirrorStore.setHead(repo, defaultBranch)
         }
-        FetchRecord(seq: 0, time: Date().timeIntervalSince1970, changes: []).write(mirror: tmp)
-
-        if rename(tmp, final) != 0 {
-            let err = errno
-            if err == EEXIST || err == ENOTEMPTY {
-                throw GitStoreError(.exists, "a repository named '\(name)' already exists (another clone finished first); nothing else was created")
-            }
-            throw GitStoreError(.io, "cannot move the new mirror into \(final): \(String(cString: strerror(err)))")
-        }
-        keepTmp = true // renamed: nothing left to clean up
-        return try info(name: name)
     }
 
     /// `git_remote_create_with_opts` without the default refspec, then the mirror refspecs, reloaded.

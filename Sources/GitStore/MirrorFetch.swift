@@ -40,10 +40,16 @@ extension MirrorStore {
         defer { git_remote_free(remote) }
         let url = git_remote_url(remote).map { String(cString: $0) } ?? "?"
         let defaultBranch: String?
-        do {
-            defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
-        } catch {
-            throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(error.message); refs unchanged — check the network and the URL, then retry")
+        if let filter = Repository.readPartialFilter(handle.repo) {
+            // A blobless mirror: libgit2 knows no filters (it would fetch every new blob); git keeps it.
+            try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
+            defaultBranch = nil
+        } else {
+            do {
+                defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
+            } catch {
+                throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(error.message); refs unchanged — check the network and the URL, then retry")
+            }
         }
         MirrorStore.setHead(handle.repo, defaultBranch)
 

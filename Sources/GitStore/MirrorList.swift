@@ -31,10 +31,15 @@ extension MirrorStore {
         let refs = try repo.refs()
         let url = try repo.originURL()
         let record = FetchRecord.read(mirror: path)
-        return MirrorInfo(name: name, path: path, url: url, defaultBranch: refs.defaultBranch,
-                          branchCount: refs.branches.count, tagCount: refs.tags.count,
-                          lastFetch: record.map { Date(timeIntervalSince1970: $0.time) },
-                          sizeOnDisk: FileSystem.diskUsage(path), damage: refs.damage ?? repo.damage())
+        var info = MirrorInfo(name: name, path: path, url: url, defaultBranch: refs.defaultBranch,
+                              branchCount: refs.branches.count, tagCount: refs.tags.count,
+                              lastFetch: record.map { Date(timeIntervalSince1970: $0.time) },
+                              sizeOnDisk: FileSystem.diskUsage(path), damage: refs.damage ?? repo.damage())
+        if let filter = repo.partialFilter {
+            info.filter = filter
+            info.fetchedBlobs = FetchedPack.scan(mirror: path).reduce(0) { $0 + $1.objectCount }
+        }
+        return info
     }
 
     /// Deletes a mirror: waits for a running fetch of it, renames it out of sight in one step, then

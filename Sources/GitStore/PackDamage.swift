@@ -16,6 +16,9 @@ enum PackDamage {
         for base in packs.union(indexes).sorted() {
             let why: String?
             if !indexes.contains(base) {
+                // git renames a fetched pack into place before its index: a blobless mirror's pack marked
+                // `.promisor` a moment ago is a fetch finishing, not damage.
+                if let st = try? FileSystem.status(dir + "/" + base + ".promisor"), time(nil) - st.st_mtim.tv_sec < 60 { continue }
                 why = "its index \(base).idx is missing"
             } else if !packs.contains(base) {
                 why = "it is missing; only its index \(base).idx is left"

@@ -52,6 +52,8 @@ public final class Repository: Sendable {
     private let maxIdle: Int
     let packs: PackReader?
     let packedReads = Atomic<Int>(0)
+    /// The partial-clone filter of a blobless mirror (`blob:none`, `blob:limit=N`); nil for a full one.
+    public let partialFilter: String?
 
     /// Blobs inflated by gitfs's own pack reader rather than libgit2, since open (for tests and benchmarks).
     public var blobsReadFromPacks: Int { packedReads.load(ordering: .relaxed) }
@@ -66,6 +68,7 @@ public final class Repository: Sendable {
         self.packs = ownPackReader ? PackReader(objectsPack: path + "/objects/pack") : nil
         gitfs_pack_guard_install()
         let first = try GitHandle.open(path: path, name: name)
+        partialFilter = Repository.readPartialFilter(first.repo)
         pool = Mutex([first])
     }
 

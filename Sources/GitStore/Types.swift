@@ -165,6 +165,11 @@ public struct MirrorInfo: Sendable, Hashable {
     /// What is wrong with the mirror ("repository 'X': pack … is damaged (…)"): refs whose objects cannot be
     /// read, or packs that do not check out against their indexes (`PackDamage`); nil when neither.
     public let damage: String?
+    /// Blobless mirrors: the partial-clone filter (`blob:none`, `blob:limit=N`); nil for a full mirror.
+    public var filter: String? = nil
+    /// Blobless mirrors: blobs fetched from the origin on demand and held in the mirror (objects of its
+    /// fetched-blob packs, `FetchedPack`); 0 for a full mirror.
+    public var fetchedBlobs = 0
 }
 
 /// The gitfs home: `<home>/repos/<name>.git` bare mirrors and `<home>/cache`. A value; thread-safe.

@@ -11,12 +11,19 @@ struct Clone: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "The repository to mirror.") var url: String
     @Argument(help: "The name of the mirror (letters, digits, '.', '_', '-').") var name: String?
+    @Option(help: ArgumentHelp("A blobless mirror: 'blob:none' (commits and trees only) or 'blob:limit=SIZE' (blobs up to SIZE come with the clone); the other blobs are fetched from the origin on first use, in batches. Needs git 2.25 or later and a server that allows filters.", valueName: "FILTER"))
+    var filter: String?
+
+    func validate() throws {
+        if let filter { do { _ = try PartialFilter(filter) } catch { throw ValidationError(error.description) } }
+    }
 
     func run() throws {
         let store = MirrorStore(home: try global.checkedHome())
         let progress: (@Sendable (TransferProgress) -> Void)? = isatty(2) == 1 ? ProgressLine.clone() : nil
-        let info = try store.clone(url: url, name: name, progress: progress)
-        if progress != nil { FileHandle.standardError.write(Data("\n".utf8)) }
+        let filter = try self.filter.map { text throws(GitStoreError) in try PartialFilter(text) }
+        let info = try store.clone(url: url, name: name, filter: filter, progress: filter == nil ? progress : nil)
+        if progress != nil, filter == nil { FileHandle.standardError.write(Data("\n".utf8)) }
         print("cloned \(info.url) as '\(info.name)': \(info.branchCount) branches, \(info.tagCount) tags, default branch \(info.defaultBranch ?? "(none)")")
     }
 }

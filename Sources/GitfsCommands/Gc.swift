@@ -1,4 +1,5 @@
 import ArgumentParser
+import Basics
 import ContentCache
 import Foundation
 import GitStore
@@ -16,7 +17,7 @@ enum CacheAccess {
 struct Gc: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gc",
-        abstract: "Evict least-recently-used cache entries and remove stale temporary files.",
+        abstract: "Evict least-recently-used cache entries and remove stale temporary files; blobless mirrors drop fetched blobs the cache holds.",
         discussion: "Safe while a mount or a prefetch uses the cache: reads in progress are never broken.")
     @OptionGroup var global: GlobalOptions
 
@@ -35,8 +36,14 @@ struct Gc: ParsableCommand {
     }
 
     func run() throws {
-        let cache = try Resolver.openCache(home: global.checkedHome())
+        let home = try global.checkedHome()
+        let cache = try Resolver.openCache(home: home)
         let report = try cache.gc(maxSize: maxSize.map(Units.size), maxAge: maxAge.map(Units.seconds), dryRun: dryRun)
         print(report)
+        // Blobless mirrors: blobs fetched from the origin that the cache now holds too.
+        let packs = FetchedPackReclaim.run(store: MirrorStore(home: home), cache: cache, dryRun: dryRun)
+        if packs.packs > 0 {
+            print("\(dryRun ? "would remove" : "removed") \(packs.packs) pack\(packs.packs == 1 ? "" : "s") of \(packs.blobs) blobs fetched by blobless mirrors (\(ByteCount.format(packs.bytes))), which the cache holds")
+        }
     }
 }

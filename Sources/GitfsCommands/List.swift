@@ -7,7 +7,7 @@ import GitStore
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List the repositories: name, URL, default branch, branches, tags, last fetch, size on disk.")
+        abstract: "List the repositories: name, URL, default branch, branches, tags, last fetch, size on disk, blobless filter and blobs fetched.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print a JSON array.") var json = false
 
@@ -19,7 +19,8 @@ struct List: ParsableCommand {
                 ["name": i.name, "url": i.url, "default_branch": i.defaultBranch ?? NSNull(),
                  "branches": i.branchCount, "tags": i.tagCount,
                  "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk,
-                 "damage": i.damage ?? NSNull()]
+                 "damage": i.damage ?? NSNull(),
+                 "filter": i.filter ?? NSNull(), "fetched_blobs": i.filter == nil ? NSNull() : i.fetchedBlobs]
             }
             let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
@@ -27,10 +28,11 @@ struct List: ParsableCommand {
         }
         let fmt = DateFormatter()
         fmt.dateFormat = "yyyy-MM-dd HH:mm"
-        var rows = [["NAME", "DEFAULT", "BRANCHES", "TAGS", "LAST FETCH", "SIZE", "URL"]]
+        var rows = [["NAME", "DEFAULT", "BRANCHES", "TAGS", "LAST FETCH", "SIZE", "BLOBS", "URL"]]
         for i in infos {
             rows.append([i.name, i.defaultBranch ?? "-", String(i.branchCount), String(i.tagCount),
-                         i.lastFetch.map { fmt.string(from: $0) } ?? "-", ByteCount.format(i.sizeOnDisk, style: .short), i.url])
+                         i.lastFetch.map { fmt.string(from: $0) } ?? "-", ByteCount.format(i.sizeOnDisk, style: .short),
+                         i.filter.map { "\($0), \(i.fetchedBlobs) fetched" } ?? "all", i.url])
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for row in rows {

@@ -2,6 +2,7 @@ import Basics
 import ArgumentParser
 import Foundation
 import GitStore
+import ReadModel
 
 /// `gitfs ls NAME REV[:PATH]`: list a tree like `git ls-tree -l`.
 struct Ls: ParsableCommand {
@@ -20,29 +21,36 @@ struct Ls: ParsableCommand {
     @Flag(name: .customShort("z"), help: "End lines with NUL and print names unquoted.") var nulTerminated = false
 
     func run() throws {
-        let repo = try MirrorStore(home: try global.checkedHome()).open(name: name)
+        let home = try global.checkedHome()
+        let store = MirrorStore(home: home)
+        let repo = try store.open(name: name)
         let (rev, path) = RevPath.split(spec)
         let (commit, entry) = try RevPath.lookup(repo, rev: rev, path: path ?? "")
+        // A blobless mirror lacks sizes: they come through the read model (one origin fetch per directory).
+        let resolver = repo.isPartial ? Resolver(store: store, cache: try Resolver.openCache(home: home), logsFailures: false) : nil
+        let view = try resolver?.repository(named: name)
+        defer { withExtendedLifetime(resolver) {} }
         var out = [UInt8]()
         if entry.kind == .directory {
+            if let view { _ = try view.tree(entry.oid) }
             let listing = try repo.listing(entry.oid)
-            for e in listing.entries { try appendLine(&out, repo, e, name: e.name) }
+            for e in listing.entries { try appendLine(&out, repo, view, e, name: e.name) }
             if !nulTerminated {
-                for e in listing.hidden { try appendLine(&out, repo, e, name: e.name, hidden: true) }
+                for e in listing.hidden { try appendLine(&out, repo, view, e, name: e.name, hidden: true) }
             }
         } else {
             let shown = Array((path ?? "").utf8.split(separator: UInt8(ascii: "/")).joined(separator: [UInt8(ascii: "/")]))
-            try appendLine(&out, repo, entry, name: shown)
+            try appendLine(&out, repo, view, entry, name: shown)
         }
         _ = commit
         try StandardOutput.write(out)
     }
 
-    private func appendLine(_ out: inout [UInt8], _ repo: Repository, _ e: TreeEntry, name: [UInt8], hidden: Bool = false) throws {
+    private func appendLine(_ out: inout [UInt8], _ repo: Repository, _ view: RepoView?, _ e: TreeEntry, name: [UInt8], hidden: Bool = false) throws {
         let size: String
         switch e.kind {
         case .directory, .submodule: size = "-"
-        default: size = String(try repo.header(e.oid).size)
+        default: size = String(try view.map { v throws(ResolverError) in try v.blobSize(e.oid) } ?? repo.header(e.oid).size)
         }
         let padded = String(repeating: " ", count: max(0, 7 - size.count)) + size
         let mode = String(e.mode, radix: 8)

@@ -90,6 +90,13 @@ public final class Prefetcher: Sendable {
         var summary = PrefetchSummary()
         summary.matched = blobs.count
 
+        // A blobless mirror: every blob it lacks comes from the origin first, in a few large requests
+        // (not one per directory); a failure shows when the objects are loaded below.
+        if view.repository.isPartial, !cancellation.isCancelled {
+            let cancellation = self.cancellation
+            _ = try? view.fetchMissing(blobs.map(\.id), cancelled: { cancellation.isCancelled })
+        }
+
         // Check which are cached already; learn the sizes of the others (object headers, no inflating).
         state.phase.store(1, ordering: .relaxed)
         state.total.store(blobs.count, ordering: .relaxed)

@@ -124,7 +124,9 @@ final class Speculator: Sendable {
             }
             guard fresh, let tree = try? view.treeAhead(id) else { continue }
             visited += tree.entries.count
-            for entry in tree.entries {
+            // A blobless mirror would fetch each directory's blobs from the origin for their sizes:
+            // only the trees are read ahead there.
+            for entry in tree.entries where !view.repository.isPartial {
                 switch entry.kind {
                 case .file, .executable, .symlink: _ = try? view.blobSize(entry.oid)
                 default: break

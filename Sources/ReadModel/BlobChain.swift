@@ -112,6 +112,15 @@ final class BlobChain: Sendable {
         throw failure(r, "no blob source has it (the mirror is damaged or incomplete)")
     }
 
+    /// The blob's size if a source other than the origin knows it (no fetch); nil otherwise.
+    func localSize(_ r: BlobRequest) -> Int? {
+        if let s = opened.size(of: r) { return s }
+        for source in sources where !(source is OriginSource) {
+            if let s = try? source.size(of: r) { return s }
+        }
+        return nil
+    }
+
     // MARK: inside
 
     /// The first held source that has the blob, and its index.

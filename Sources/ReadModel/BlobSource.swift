@@ -9,11 +9,15 @@ public struct BlobRequest: Sendable {
     public let repository: Repository
     /// Asked ahead of any reader (read-ahead): nothing is counted as a hit or miss for a reader.
     public let speculative: Bool
+    /// The other blobs of the directory the blob was reached through, when the view knows it (blobless
+    /// mirrors only): a source that must fetch may fetch them in the same request. Called at most once.
+    public let batch: (@Sendable () -> [ObjectID])?
 
-    init(id: ObjectID, repository: Repository, speculative: Bool) {
+    init(id: ObjectID, repository: Repository, speculative: Bool, batch: (@Sendable () -> [ObjectID])? = nil) {
         self.id = id
         self.repository = repository
         self.speculative = speculative
+        self.batch = batch
     }
 }
 

@@ -84,6 +84,10 @@ public final class RepoView: Sendable {
             ])
         }
         resolver.trees.set(listing, for: id, bytes: listing.approximateBytes)
+        if repository.isPartial {
+            // A blobless mirror fetches a missing blob together with its directory's: remember the way.
+            for e in listing.entries where e.objectKind == .blob { resolver.parents.set(id, for: e.oid, bytes: 64) }
+        }
         return listing
     }
 
@@ -119,7 +123,19 @@ public final class RepoView: Sendable {
     // MARK: content
 
     func request(_ id: ObjectID, speculative: Bool = false) -> BlobRequest {
-        BlobRequest(id: id, repository: repository, speculative: speculative)
+        guard repository.isPartial, let parent = resolver.parents.value(for: id) else {
+            return BlobRequest(id: id, repository: repository, speculative: speculative)
+        }
+        return BlobRequest(id: id, repository: repository, speculative: speculative, batch: { [self] in
+            ((try? tree(parent))?.entries ?? []).compactMap { $0.objectKind == .blob ? $0.oid : nil }
+        })
+    }
+
+    /// Blobless mirrors: fetches from the origin, in a few large requests, every blob of `ids` that
+    /// neither the mirror nor the content cache holds (`gitfs prefetch`, before it loads them one by
+    /// one). Returns how many were asked of the origin; 0 for a full mirror.
+    public func fetchMissing(_ ids: [ObjectID], cancelled: (@Sendable () -> Bool)? = nil) throws(ResolverError) -> Int {
+        try resolver.origin.fetchAll(ids, repository: repository, cancelled: cancelled)
     }
 
     /// A blob's size: from the bounded cache, else from the first blob source that knows it without
@@ -127,6 +143,18 @@ public final class RepoView: Sendable {
     public func blobSize(_ id: ObjectID) throws(ResolverError) -> Int {
         if let s = resolver.sizes.value(for: id) { return s }
         let size = try resolver.chain.size(request(id))
+        resolver.sizes.set(size, for: id, bytes: 48)
+        return size
+    }
+
+    /// A blob's size when it is known without asking the origin of a blobless mirror (for listings, which
+    /// then leave the size to a lookup); for a full mirror the same as `blobSize`, nil on failure.
+    public func localBlobSize(_ id: ObjectID) -> Int? {
+        guard repository.isPartial else { return try? blobSize(id) }
+        if let s = resolver.sizes.value(for: id) { return s }
+        // Cheap look first: a blob in neither the mirror nor the cache is the common case of a listing.
+        guard resolver.cache.contains(id) || repository.contains(id),
+              let size = resolver.chain.localSize(request(id)) else { return nil }
         resolver.sizes.set(size, for: id, bytes: 48)
         return size
     }

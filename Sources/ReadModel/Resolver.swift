@@ -15,6 +15,10 @@ public final class Resolver: Sendable {
     let trees: BoundedCache<ObjectID, TreeListing>
     let sizes: BoundedCache<ObjectID, Int>
     let commits: BoundedCache<ObjectID, CommitInfo>
+    /// Blobless mirrors: the tree each blob was last listed in (the directory a fetch of it covers).
+    let parents: BoundedCache<ObjectID, ObjectID>
+    /// The origin of blobless mirrors: the chain's last source (full mirrors never reach it).
+    public let origin: OriginSource
     let chain: BlobChain
     let logger: Logger
     private let views = Mutex<[String: RepoView]>([:])
@@ -30,7 +34,8 @@ public final class Resolver: Sendable {
     ///     larger ones that were stored are read back from the content cache, so memory stays bounded.
     ///   - readAhead: a mount's background work (see `ReadAheadHooks`); call `shutdown()` before
     ///     exiting so pending fills are written or dropped cleanly.
-    ///   - loaders: the blob sources asked after the held ones, in order (default: the local packs).
+    ///   - loaders: the blob sources asked after the held ones, in order (default: the local packs); the
+    ///     origin of blobless mirrors (`origin`) is asked after them all.
     ///   - logsFailures: log each object that cannot be read, and a cache that cannot store, once (a
     ///     mount); commands that report every failure themselves turn it off, so nothing is said twice.
     public init(store: MirrorStore, cache: ContentCache, treeCacheBytes: Int = 64 << 20,
@@ -43,11 +48,13 @@ public final class Resolver: Sendable {
         self.trees = BoundedCache(maxBytes: treeCacheBytes)
         self.sizes = BoundedCache(maxBytes: 8 << 20)
         self.commits = BoundedCache(maxBytes: 4 << 20)
+        self.parents = BoundedCache(maxBytes: 16 << 20)
+        self.origin = OriginSource(cache: cache)
         self.logger = logger
         var held: [any BlobSource] = []
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
-        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders,
+        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders + [origin],
                           memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }
 
@@ -76,6 +83,7 @@ public final class Resolver: Sendable {
 
     /// Stops the background work (stores in progress finish, queued ones are dropped). Idempotent.
     public func shutdown() {
+        origin.shutdown()
         readAhead?.shutdown()
     }
 
