@@ -54,7 +54,7 @@ let package = Package(
         // FUSE server: session loop, inode table, request dispatch, replies. Knows nothing of git or zstd.
         .target(name: "FuseServer", dependencies: ["Basics", "CFuse", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Settings kept in a home (`gitfs config`): the key table, the file, credential masking.
-        .target(name: "Settings"),
+        .target(name: "Settings", dependencies: ["Basics"]),
         // The mount layout (repos, branches, tags, commits, .gitfs/stats) served over FuseServer.
         .target(name: "GitFS", dependencies: ["Basics", "ReadModel", "ReadAhead", "RemoteTier", "FuseServer", "GitStore", "ContentCache", "Settings", "Threads", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // `gitfs doctor`: read-only checks of FUSE access, mounts, the home, the cache and the mirrors.

@@ -1,3 +1,4 @@
+import Basics
 import CGit2
 import Foundation
 
@@ -26,9 +27,11 @@ public struct GitStoreError: Error, CustomStringConvertible, Sendable, Equatable
     public let kind: Kind
     public let message: String
 
+    /// A password or secret in the message (a remote URL's `user:password@`, a signed query; git's and
+    /// libgit2's messages quote URLs) is masked here, so it can reach no log, error line or stats.
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
-        self.message = message
+        self.message = Credentials.redacted(message)
     }
 
     public var description: String { message }

@@ -1,3 +1,4 @@
+import Basics
 import ArgumentParser
 import Foundation
 
@@ -82,6 +83,6 @@ enum CommandLineError {
     }
 
     private static func line(_ error: any Error) -> String {
-        "gitfs: error: \(String(describing: error).replacingOccurrences(of: "\n", with: " "))\n"
+        "gitfs: error: \(Credentials.redacted(String(describing: error)).replacingOccurrences(of: "\n", with: " "))\n"
     }
 }

@@ -16,7 +16,7 @@ struct List: ParsableCommand {
         if json {
             let iso = ISO8601DateFormatter()
             let objects: [[String: Any]] = infos.map { i in
-                ["name": i.name, "url": i.url, "default_branch": i.defaultBranch ?? NSNull(),
+                ["name": i.name, "url": Credentials.redacted(i.url), "default_branch": i.defaultBranch ?? NSNull(),
                  "branches": i.branchCount, "tags": i.tagCount,
                  "last_fetch": i.lastFetch.map { iso.string(from: $0) } ?? NSNull(), "size_bytes": i.sizeOnDisk,
                  "damage": i.damage ?? NSNull(),
@@ -32,7 +32,7 @@ struct List: ParsableCommand {
         for i in infos {
             rows.append([i.name, i.defaultBranch ?? "-", String(i.branchCount), String(i.tagCount),
                          i.lastFetch.map { fmt.string(from: $0) } ?? "-", ByteCount.format(i.sizeOnDisk, style: .short),
-                         i.filter.map { "\($0), \(i.fetchedBlobs) fetched" } ?? "all", i.url])
+                         i.filter.map { "\($0), \(i.fetchedBlobs) fetched" } ?? "all", Credentials.redacted(i.url)])
         }
         let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for row in rows {

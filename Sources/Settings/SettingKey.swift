@@ -1,3 +1,5 @@
+import Basics
+
 /// One setting a home can keep (`gitfs config KEY VALUE`): its name, what values it takes, the
 /// environment variable that overrides it, and how it is shown. Plain values: thread-safe.
 public struct SettingKey: Sendable, Hashable {
@@ -44,56 +46,5 @@ public struct SettingKey: Sendable, Hashable {
         case "false", "no", "off", "0": return false
         default: return nil
         }
-    }
-}
-
-/// Masking credentials in text that may reach a log, an error or the terminal. Stateless: thread-safe.
-public enum Credentials {
-    /// Query parameters whose values are secrets.
-    static let secretParameters = ["password", "secret", "token", "signature", "x-amz-signature",
-                                   "x-amz-credential", "x-amz-security-token", "access_key", "secret_key", "key"]
-
-    /// Replaces the password of every `scheme://user:password@` with `***` and the values of secret
-    /// query parameters (`token=`, `secret=`, `X-Amz-Signature=`...) with `***`.
-    public static func redacted(_ text: String) -> String {
-        var out = ""
-        var rest = Substring(text)
-        while let scheme = rest.range(of: "://") {
-            out += rest[..<scheme.upperBound]
-            rest = rest[scheme.upperBound...]
-            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == " " || $0 == "?" || $0 == "#" } ?? rest.endIndex
-            let authority = rest[..<authorityEnd]
-            if let at = authority.lastIndex(of: "@") {
-                let userinfo = authority[..<at]
-                if let colon = userinfo.firstIndex(of: ":") {
-                    out += userinfo[..<colon] + ":***"
-                } else {
-                    out += userinfo
-                }
-                out += authority[at...]
-            } else {
-                out += authority
-            }
-            rest = rest[authorityEnd...]
-        }
-        out += rest
-        return maskParameters(out)
-    }
-
-    private static func maskParameters(_ text: String) -> String {
-        var result = ""
-        var i = text.startIndex
-        while i < text.endIndex {
-            let c = text[i]
-            result.append(c)
-            i = text.index(after: i)
-            guard c == "?" || c == "&" else { continue }
-            let nameEnd = text[i...].firstIndex { $0 == "=" || $0 == "&" || $0 == " " } ?? text.endIndex
-            guard nameEnd < text.endIndex, text[nameEnd] == "=",
-                  secretParameters.contains(text[i..<nameEnd].lowercased()) else { continue }
-            result += text[i...nameEnd] + "***"
-            i = text[text.index(after: nameEnd)...].firstIndex { $0 == "&" || $0 == " " || $0 == "#" } ?? text.endIndex
-        }
-        return result
     }
 }

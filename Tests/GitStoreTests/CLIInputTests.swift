@@ -110,4 +110,22 @@ import TestSupport
         for args in [["list"], ["stats"], ["verify"]] { _ = try runGitfs(home: empty, args) }
         #expect((try FileManager.default.contentsOfDirectory(atPath: empty)).isEmpty)
     }
+
+    /// A password in a remote URL reaches no error line: not through libgit2's messages (a full clone),
+    /// not through git's stderr (a blobless clone, run by the git command), and no mirror is left behind.
+    @Test func aPasswordInACloneURLIsNeverPrinted() throws {
+        let dir = try TempDir("secret-url")
+        let home = dir.sub("home")
+        // Port 9 (discard) on loopback: nothing listens, the transfer fails at once.
+        for extra in [[], ["--filter=blob:none"]] {
+            for url in ["http://me:s3cr3t-pw@127.0.0.1:9/x.git", "https://me:s3cr3t-pw@127.0.0.1:9/x.git?token=t0ken-val"] {
+                let r = try runGitfs(home: home, ["clone"] + extra + [url, "x"])
+                #expect(r.status == 1, "\(extra) \(url): \(r.status) \(r.stderr)")
+                #expect(r.stderr.hasPrefix("gitfs: error:"), "\(r.stderr)")
+                #expect(!r.stderr.contains("s3cr3t") && !r.out.contains("s3cr3t"), "password shown: \(r.stderr)")
+                #expect(!r.stderr.contains("t0ken-val"), "token shown: \(r.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: home + "/repos/x.git"))
+            }
+        }
+    }
 }
