@@ -152,7 +152,7 @@ public final class GitFSMount: Sendable {
         let o = resolver.origin.counters
         fields += [("origin_fetches", "\(o.fetches)"), ("origin_objects", "\(o.objects)"), ("origin_bytes", "\(o.bytes)"),
                    ("origin_errors", "\(o.errors)"), ("origin_batch_joins", "\(o.batchJoins)")]
-        fields += remote?.statsFields ?? []
+        fields += remote?.statsFields ?? RemoteTier.disabledStatsFields
         fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
         let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")
         return Array("{\n\(body)\n}\n".utf8)

@@ -96,9 +96,18 @@ public final class RemoteTier: Sendable {
     }
 
     /// The stats fields, in order.
-    public var statsFields: [(String, String)] {
-        let c = counters
-        return [("remote_hits", "\(c.hits)"), ("remote_misses", "\(c.misses)"), ("remote_errors", "\(c.errors)"),
+    public var statsFields: [(String, String)] { Self.statsFields(counters) }
+
+    /// The stats fields of a mount without a remote cache: the same names, zeros, state "off" (so a
+    /// program reading the stats finds every field whatever the configuration).
+    public static var disabledStatsFields: [(String, String)] {
+        var c = RemoteCounters()
+        c.state = "off"
+        return statsFields(c)
+    }
+
+    private static func statsFields(_ c: RemoteCounters) -> [(String, String)] {
+        [("remote_hits", "\(c.hits)"), ("remote_misses", "\(c.misses)"), ("remote_errors", "\(c.errors)"),
                 ("remote_bytes_in", "\(c.bytesIn)"), ("remote_uploads", "\(c.uploads)"), ("remote_bytes_out", "\(c.bytesOut)"),
                 ("remote_state", "\"\(c.state)\"")]
     }

@@ -180,9 +180,13 @@ extension MountTests {
             try m.clone(fixture.path, as: "fixture")
             try m.mount(watchdogSeconds: 60)
             let fields = ["requests", "reads", "bytes_read", "cache_hits", "cache_misses", "blob_loads",
-                          "singleflight_joins", "errors", "inflight"]
+                          "singleflight_joins", "errors", "inflight",
+                          // every mount has the remote-cache and origin counters, zeros when unused
+                          "remote_hits", "remote_misses", "remote_errors", "remote_bytes_in", "remote_uploads",
+                          "remote_bytes_out", "origin_fetches", "origin_objects", "origin_bytes", "origin_errors"]
             let s0 = try m.stats()
             for f in fields { #expect(s0[f] != nil, ".gitfs/stats lacks the integer field \(f): \(s0)") }
+            #expect(try RemoteFleet.statsText(m).contains("\"remote_state\": \"off\""))
 
             let file = m.path("fixture/commits/\(fixture.branches["main"]!)/data/lines.txt")
             let want = try fixture.gitBlob("main", "data/lines.txt")
