@@ -47,6 +47,9 @@ public final class Resolver: Sendable {
         var held: [any BlobSource] = []
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
+        // Big whole blobs of the packs stream into this cache (finished in the background by a mount).
+        let streamer = BlobStreamer(cache: cache, background: readAhead, logger: logger)
+        let loaders = loaders.map { ($0 is PackSource) ? PackSource(streamer: streamer) : $0 }
         chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders,
                           memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }
