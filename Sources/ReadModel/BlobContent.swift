@@ -47,10 +47,15 @@ public final class BlobContent: Sendable {
                 // Each range is answered once inflated; a failed stream is an I/O error (never reloaded:
                 // it failed its pack's own checks).
                 var done = 0
-                while done < buffer.count {
-                    let n = try stream.read(offset: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-                    if n == 0 { break }
-                    done += n
+                do {
+                    while done < buffer.count {
+                        let n = try stream.read(offset: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                        if n == 0 { break }
+                        done += n
+                    }
+                } catch {
+                    chain.opened.forget(request.id)   // the next open starts again (and meets the damage again)
+                    throw error
                 }
                 return done
             case .cached(let entry):

@@ -47,6 +47,8 @@ public final class Resolver: Sendable {
         var held: [any BlobSource] = []
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
+        // Deltified blobs rebuilt whole, when big, live in files of the cache's tmp/ (not anonymous memory).
+        if cache.isInitialised { BlobBuffer.useScratchFolder(cache.temporaryFolder) }
         // Big whole blobs of the packs stream into this cache (finished in the background by a mount).
         let streamer = BlobStreamer(cache: cache, background: readAhead, logger: logger)
         let loaders = loaders.map { ($0 is PackSource) ? PackSource(streamer: streamer) : $0 }

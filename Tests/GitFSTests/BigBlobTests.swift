@@ -219,6 +219,47 @@ extension MountTests {
             #expect(try FileManager.default.contentsOfDirectory(atPath: m.home + "/cache/tmp").isEmpty, "the half-written entry was left in tmp/")
         }
 
+        @Test func aBigDeltifiedBlobIsRebuiltOutsideAnonymousMemory() throws {
+            let work = try TempDir("bigdelta")
+            let src = work.sub("src")
+            try FileManager.default.createDirectory(atPath: src, withIntermediateDirectories: true)
+            let size = 40 << 20
+            _ = try git("init", "-q", "-b", "main", cwd: src)
+            try Data(pseudoRandomBytes(count: size, seed: 21)).write(to: URL(fileURLWithPath: src + "/v.bin"))
+            _ = try git("add", ".", cwd: src)
+            _ = try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one", cwd: src)
+            let first = try revParse(src, "main:v.bin")
+            let commit1 = try revParse(src, "main")
+            let h = try #require(FileHandle(forUpdatingAtPath: src + "/v.bin"))
+            try h.seek(toOffset: 12_345_678)
+            try h.write(contentsOf: Data("a small edit".utf8))
+            try h.close()
+            _ = try git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "two", cwd: src)
+            let second = try revParse(src, "main:v.bin")
+            let commit2 = try revParse(src, "main")
+
+            let m = try MountedHome("bigdelta")
+            defer { m.unmount() }
+            try m.clone(src, as: "d")
+            let mirror = m.home + "/repos/d.git"
+            _ = try git("repack", "-adf", "-q", cwd: mirror)
+            let idx = try #require(try FileManager.default.contentsOfDirectory(atPath: mirror + "/objects/pack").first { $0.hasSuffix(".idx") })
+            let listing = try git("verify-pack", "-v", mirror + "/objects/pack/" + idx, cwd: mirror)
+            let deltas = listing.split(separator: "\n").filter { l in
+                (l.hasPrefix(first) || l.hasPrefix(second)) && l.split(separator: " ", omittingEmptySubsequences: true).count > 5
+            }
+            try #require(deltas.count == 1, "one version of v.bin should be a delta: \(deltas)")
+
+            try m.mount(watchdogSeconds: 200)
+            let pid = try #require(m.serverPID)
+            let sampler = MemorySampler(pid: pid)
+            #expect(try Self.gitHash(m.path("d/commits/\(commit2)/v.bin")) == second)
+            #expect(try Self.gitHash(m.path("d/commits/\(commit1)/v.bin")) == first)
+            let peak = sampler.stop()
+            print("server while reading a 40 MiB deltified blob and its base: peak RssAnon \(peak.rssAnon >> 20) MiB")
+            #expect(peak.rssAnon < 40 << 20, "server RssAnon reached \(peak.rssAnon >> 20) MiB: the rebuild used anonymous memory")
+        }
+
         @Test func theOpenedTableKeepsNoValueBiggerThanItsShare() {
             let table = BoundedCache<Int, [UInt8]>(maxBytes: 64 << 20)
             table.set([1], for: 1, bytes: 3 << 30)
