@@ -5,32 +5,54 @@ import Logging
 import Synchronization
 
 /// A big blob being streamed from its pack into the content cache: its zlib stream (CRC-32 checked
-/// before the first byte) is inflated in order, one 64 KiB chunk at a time, straight into the cache
-/// entry being written (`EntryWriter`), and a read is answered as soon as its range is there. A reader
-/// past the written part inflates on until its range is there (one producer at a time, under this
-/// blob's lock; the blob's other readers wait for their own chunks only); a background job finishes the
-/// entry when a mount gives one. When the last chunk is written and the stream ended at its Adler-32
-/// with exactly the blob's size, the entry is published; a stream that fails is never published, and
-/// every later read of it is an I/O error. Memory: zlib's state and one chunk, whatever the size.
-/// Thread-safe.
+/// before the first byte) is inflated in order, one 64 KiB chunk at a time, into a ring of a few chunks,
+/// from which reads are answered at once; each chunk is then compressed into the cache entry being
+/// written (`EntryWriter`), from which reads of chunks that left the ring are answered. Inflating (one
+/// at a time, under the inflater lock) is done by whoever needs the next chunk — a reader further on,
+/// or the background job; compressing and writing (one at a time, under the writer lock) by the
+/// background job, or by an inflater that finds the ring full. So a reader waits for its own chunk's
+/// inflation only, and a mount's background thread compresses meanwhile. When the last chunk is written
+/// and the stream ended at its Adler-32 with exactly the blob's size, the entry is published; a stream
+/// that fails is never published, and every later read of it is an I/O error. Memory: zlib's state and
+/// the ring (`ringChunks` chunks), whatever the size. Thread-safe (lock order: inflater, writer, state).
 public final class StreamingBlob: Sendable {
     public let id: ObjectID
     public let size: Int
     let repository: String
     private let writer: EntryWriter
-    private let producer: Mutex<Producer>
-    /// Why the stream failed (then nothing more is served), once it has.
-    private let failure = Mutex<String?>(nil)
+    private let chunkSize: Int
+    private let chunkCount: Int
+    /// The inflater (used under its lock only).
+    private let inflater: Mutex<BlobStream>
+    /// Serializes compressing and appending chunks.
+    private let writing = Mutex(())
+    private let ring: Ring
+    private let state = Mutex(State())
 
-    /// The inflater and its one-chunk buffer, used under the producer lock only.
-    private final class Producer: @unchecked Sendable {
-        let stream: BlobStream
-        let chunk: UnsafeMutableRawBufferPointer
-        init(stream: BlobStream, chunkSize: Int) {
-            self.stream = stream
-            self.chunk = .allocate(byteCount: chunkSize, alignment: 16)
+    /// Chunks held in memory between inflation and the cache entry.
+    static let ringChunks = 4
+
+    private struct State {
+        /// Chunks inflated so far (each in the ring until written).
+        var inflated = 0
+        /// Which chunk each ring slot holds (-1: none, or being filled).
+        var slots = [Int](repeating: -1, count: StreamingBlob.ringChunks)
+        /// Why the stream failed (then nothing more is served).
+        var failure: String?
+    }
+
+    /// The ring's memory: `ringChunks` chunks of `chunkSize` bytes. A slot is written only by the
+    /// inflater, after it claimed the slot under the state lock; read under the state lock (copies to
+    /// readers) or by the writer for a chunk inflated and not yet written (its slot cannot be claimed).
+    private final class Ring: @unchecked Sendable {
+        let base: UnsafeMutableRawPointer
+        let chunkSize: Int
+        init(chunkSize: Int) {
+            self.chunkSize = chunkSize
+            base = .allocate(byteCount: chunkSize * StreamingBlob.ringChunks, alignment: 16)
         }
-        deinit { chunk.deallocate() }
+        func slot(_ chunk: Int) -> UnsafeMutableRawPointer { base + (chunk % StreamingBlob.ringChunks) * chunkSize }
+        deinit { base.deallocate() }
     }
 
     init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter) {
@@ -38,99 +60,158 @@ public final class StreamingBlob: Sendable {
         self.size = stream.size
         self.repository = repository
         self.writer = writer
-        self.producer = Mutex(Producer(stream: stream, chunkSize: writer.chunkSize))
+        self.chunkSize = writer.chunkSize
+        self.chunkCount = writer.chunkCount
+        self.inflater = Mutex(stream)
+        self.ring = Ring(chunkSize: writer.chunkSize)
     }
 
-    /// True once every chunk is written and the entry published (or could not be: still readable here).
-    public var isComplete: Bool { writer.chunksWritten == writer.chunkCount && failure.withLock({ $0 }) == nil }
+    /// True once every chunk is written (the entry published, or it could not be: still readable here).
+    public var isComplete: Bool { writer.chunksWritten == chunkCount && !isFailed }
 
     /// True once the entry is in the cache under its key.
     public var isPublished: Bool { writer.isPublished }
 
-    /// Bytes of content readable now without inflating more.
-    public var bytesReady: Int { writer.bytesWritten }
+    var isFailed: Bool { state.withLock { $0.failure != nil } }
+
+    private func plainLength(_ chunk: Int) -> Int { min(chunkSize, size - chunk * chunkSize) }
 
     /// Copies bytes from `offset` until the buffer is full or the content ends; inflates on first when
-    /// the range is not written yet. A failed stream throws `.unavailable`.
+    /// the range is not inflated yet. A failed stream throws `.unavailable`.
     public func read(offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ResolverError) -> Int {
         guard offset < size, buffer.count > 0 else { return 0 }
-        let end = min(size, offset + buffer.count)
-        try produce(through: (end - 1) / writer.chunkSize)
-        do { return try writer.read(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(end - offset)])) } catch {
-            throw fail("\(error)")
+        let total = min(buffer.count, size - offset)
+        var done = 0
+        while done < total {
+            let pos = offset + done
+            let chunk = pos / chunkSize
+            let written = writer.chunksWritten
+            if chunk < written {
+                // Written: from the entry (as many written chunks as the range covers).
+                let upTo = min(total, written * chunkSize - offset)
+                let n: Int
+                do { n = try writer.read(offset: pos, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<upTo])) } catch {
+                    throw fail("\(error)")
+                }
+                guard n > 0 else { throw fail("the entry being written gave no bytes at \(pos)") }
+                done += n
+                continue
+            }
+            // In the ring: copied under the state lock (the slot cannot be reclaimed meanwhile).
+            let inChunk = pos - chunk * chunkSize
+            let take = min(total - done, plainLength(chunk) - inChunk)
+            let copied = state.withLock { s -> Bool? in
+                if s.failure != nil { return nil }
+                guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return false }
+                (buffer.baseAddress! + done).copyMemory(from: ring.slot(chunk) + inChunk, byteCount: take)
+                return true
+            }
+            switch copied {
+            case nil: throw failed()
+            case true?: done += take
+            case false?: try inflate(through: chunk)
+            }
         }
+        return done
     }
 
-    /// Inflates and writes the whole entry (and publishes it); `stopping` is polled between batches of
-    /// chunks: true abandons the entry (discarded, never published). Returns the store error, if the
-    /// entry could not be published (the content itself was fine).
+    /// Inflates and writes the whole entry (and publishes it); `stopping` is polled between chunks: true
+    /// abandons the entry (discarded, never published). Returns the store error if the entry could not be
+    /// published (the content itself was fine).
     @discardableResult
     func finish(stopping: () -> Bool = { false }) throws(ResolverError) -> CacheError? {
-        var next = writer.chunksWritten
-        while next < writer.chunkCount {
-            if stopping() {
+        var steps = 0
+        while writer.chunksWritten < chunkCount {
+            steps += 1
+            if steps % 16 == 0, stopping() {
                 abandon("the mount is stopping")
-                throw .unavailable(object: id, repository: repository, reason: "the mount is stopping")
+                throw failed()
             }
-            next = min(writer.chunkCount, next + 16)
-            try produce(through: next - 1)
+            if try !writeNext() {
+                let next = state.withLock { $0.inflated }
+                if next < chunkCount { try inflate(through: next) }
+            }
         }
-        return try publishError()
+        if isFailed { throw failed() }
+        if writer.isPublished { return nil }
+        do { try writer.publish() } catch { return error }
+        return nil
     }
 
     /// Gives up on the entry: it is discarded, never published, and reads of it fail.
     func abandon(_ why: String) {
-        failure.withLock { f in if f == nil { f = why } }
-        producer.withLock { _ in writer.discard() }
+        state.withLock { s in if s.failure == nil { s.failure = why } }
+        writing.withLock { _ in writer.discard() }
     }
 
-    /// Inflates chunks in order until chunk `last` is written: one chunk per turn of the producer lock,
-    /// so concurrent producers (readers further on, the background job) take turns and `abandon` gets in.
-    private func produce(through last: Int) throws(ResolverError) {
-        while writer.chunksWritten <= last {
-            let outcome = producer.withLock { p -> String? in
-                if let why = failure.withLock({ $0 }) { return why }
-                let i = writer.chunksWritten
-                guard i <= last else { return nil }
-                let length = min(writer.chunkSize, size - i * writer.chunkSize)
-                let chunk = UnsafeMutableRawBufferPointer(rebasing: p.chunk[0..<length])
+    /// Inflates chunks in order until chunk `last` is inflated, one per turn of the inflater lock;
+    /// a full ring has its oldest chunk written first.
+    private func inflate(through last: Int) throws(ResolverError) {
+        while true {
+            let outcome = inflater.withLock { stream -> Result<Bool, ResolverError> in
+                let (k, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
+                if failed { return .failure(self.failed()) }
+                if k > last { return .success(true) }
+                // The slot of chunk k held chunk k - ringChunks: it must be written before it is reused.
+                while writer.chunksWritten <= k - Self.ringChunks {
+                    let wrote: Bool
+                    do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
+                    if !wrote, writer.chunksWritten <= k - Self.ringChunks { return .failure(fail("chunk \(k - Self.ringChunks) was not written")) }
+                }
+                state.withLock { $0.slots[k % Self.ringChunks] = -1 }
+                let length = plainLength(k)
+                let slot = UnsafeMutableRawBufferPointer(start: ring.slot(k), count: length)
                 do throws(GitStoreError) {
                     // The last chunk's read also checks that the stream ends there, at its Adler-32.
                     var done = 0
                     while done < length {
-                        let n = try p.stream.read(into: UnsafeMutableRawBufferPointer(rebasing: chunk[done...]))
-                        guard n > 0 else { return "its stream ended early" }
+                        let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[done...]))
+                        guard n > 0 else { return .failure(fail("its stream ended early")) }
                         done += n
                     }
                 } catch {
-                    return error.message
+                    return .failure(fail(error.message))
                 }
-                do { try writer.append(UnsafeRawBufferPointer(chunk)) } catch {
-                    return "\(error)"
+                state.withLock { s in
+                    s.slots[k % Self.ringChunks] = k
+                    s.inflated = k + 1
                 }
-                if writer.chunksWritten == writer.chunkCount { _ = try? writer.publish() }
-                return nil
+                return .success(k >= last)
             }
-            if let why = outcome { throw fail(why) }
+            switch outcome {
+            case .failure(let e): throw e
+            case .success(true): return
+            case .success(false): continue
+            }
         }
+    }
+
+    /// Compresses and appends the oldest inflated chunk not yet written (publishing the entry after the
+    /// last); false when there is none.
+    private func writeNext() throws(ResolverError) -> Bool {
+        let outcome = writing.withLock { _ -> Result<Bool, ResolverError> in
+            let w = writer.chunksWritten
+            let (inflated, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
+            if failed { return .failure(self.failed()) }
+            guard w < inflated, w < chunkCount else { return .success(false) }
+            do { try writer.append(UnsafeRawBufferPointer(start: ring.slot(w), count: plainLength(w))) } catch {
+                return .failure(fail("\(error)"))
+            }
+            if w + 1 == chunkCount { _ = try? writer.publish() }
+            return .success(true)
+        }
+        return try outcome.get()
     }
 
     /// The error a reader gets once the stream failed; the entry is discarded.
     private func fail(_ why: String) -> ResolverError {
-        let first = failure.withLock { f -> String in
-            if f == nil { f = why }
-            return f!
-        }
+        state.withLock { s in if s.failure == nil { s.failure = why } }
         writer.discard()
-        return .unavailable(object: id, repository: repository, reason: first)
+        return failed()
     }
 
-    /// After the last chunk: nil when published, else why not (the content is still served from here).
-    private func publishError() throws(ResolverError) -> CacheError? {
-        if let why = failure.withLock({ $0 }) { throw .unavailable(object: id, repository: repository, reason: why) }
-        if writer.isPublished { return nil }
-        do { try writer.publish() } catch { return error }
-        return nil
+    private func failed() -> ResolverError {
+        .unavailable(object: id, repository: repository, reason: state.withLock { $0.failure } ?? "failed")
     }
 }
 
@@ -193,8 +274,4 @@ public final class BlobStreamer: Sendable {
         }
         return made
     }
-}
-
-extension StreamingBlob {
-    var isFailed: Bool { failure.withLock { $0 != nil } }
 }
