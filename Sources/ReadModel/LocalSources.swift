@@ -5,7 +5,7 @@ import GitStore
 /// Blob contents opened lately, by id: the chain's first source, so reads that come without a file
 /// handle (the mount's no-open mode asks per request) do not reopen a cache entry each time. Bounded
 /// in bytes (a cache entry counts 64 KiB — it holds one descriptor —, a blob streaming into the cache
-/// 320 KiB — zlib's state and a ring of four chunks —, content in memory its size; content bigger than the
+/// 576 KiB — zlib's state and a ring of eight chunks —, content in memory its size; content bigger than the
 /// table's share per shard is not kept).
 /// Thread-safe (sharded locks).
 final class OpenedContent: BlobSource {
@@ -24,7 +24,7 @@ final class OpenedContent: BlobSource {
         let bytes: Int
         switch blob {
         case .cached: bytes = 64 << 10
-        case .streaming: bytes = 320 << 10
+        case .streaming: bytes = 576 << 10
         case .memory(let b): bytes = b.count
         }
         table.set(blob, for: id, bytes: bytes)

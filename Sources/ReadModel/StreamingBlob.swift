@@ -30,7 +30,7 @@ public final class StreamingBlob: Sendable {
     private let state = Mutex(State())
 
     /// Chunks held in memory between inflation and the cache entry.
-    static let ringChunks = 4
+    static let ringChunks = 8
 
     private struct State {
         /// Chunks inflated so far (each in the ring until written).
