@@ -54,13 +54,14 @@ public final class EntryWriter: @unchecked Sendable {
     public var bytesWritten: Int { min(size, chunksWritten << chunkLog2) }
 
     /// Compresses the next chunk (`plain` must be exactly its length: `chunkSize`, or the remainder for
-    /// the last) and writes it; readable once this returns. A full disk throws `.noSpace`.
+    /// the last) at zstd level -1 (a reader may be waiting: see `ZstdPool.withFastCompressor`) and
+    /// writes it; readable once this returns. A full disk throws `.noSpace`.
     public func append(_ plain: UnsafeRawBufferPointer) throws(CacheError) {
         let i = written.load(ordering: .relaxed)
         precondition(i < chunkCount && plain.count == min(chunkSize, size - (i << chunkLog2)), "chunk \(i) of the wrong length")
         let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: Compressor.bound(chunkSize), alignment: 16)
         defer { frame.deallocate() }
-        let m = try cache.pool.withCompressor { (c) throws(CacheError) in try c.compress(plain, into: frame) }
+        let m = try cache.pool.withFastCompressor { (c) throws(CacheError) in try c.compress(plain, into: frame) }
         do { try file.fd.write(UnsafeRawBufferPointer(rebasing: frame[0..<m]), at: offsets[i]) } catch {
             let e = ContentCache.failure(error, "cannot write cache entry \(key)")
             cache.logOnce(e)

@@ -137,9 +137,11 @@ extension MappedPack {
         guard currentSize() == pack.count else { return nil }
         var crc: UInt32 = 0
         var at = offset
+        // The kernel reads the whole entry ahead at once (it stays in the page cache for the inflater),
+        // while each window is dropped from this process once checked.
+        prefetch(from: offset, to: end)
         while at < end {
             let piece = min(BlobStream.window, end - at)
-            prefetch(from: at, to: at + piece)
             crc = UInt32(libdeflate_crc32(crc, pack.baseAddress! + at, piece))
             release(from: at, count: piece)
             at += piece

@@ -85,18 +85,6 @@ public final class StreamingBlob: Sendable {
         while done < total {
             let pos = offset + done
             let chunk = pos / chunkSize
-            let written = writer.chunksWritten
-            if chunk < written {
-                // Written: from the entry (as many written chunks as the range covers).
-                let upTo = min(total, written * chunkSize - offset)
-                let n: Int
-                do { n = try writer.read(offset: pos, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<upTo])) } catch {
-                    throw fail("\(error)")
-                }
-                guard n > 0 else { throw fail("the entry being written gave no bytes at \(pos)") }
-                done += n
-                continue
-            }
             // In the ring: copied under the state lock (the slot cannot be reclaimed meanwhile).
             let inChunk = pos - chunk * chunkSize
             let take = min(total - done, plainLength(chunk) - inChunk)
@@ -106,11 +94,24 @@ public final class StreamingBlob: Sendable {
                 (buffer.baseAddress! + done).copyMemory(from: ring.slot(chunk) + inChunk, byteCount: take)
                 return true
             }
-            switch copied {
-            case nil: throw failed()
-            case true?: done += take
-            case false?: try inflate(through: chunk)
+            guard let copied else { throw failed() }
+            if copied {
+                done += take
+                continue
             }
+            let written = writer.chunksWritten
+            if chunk < written {
+                // Written and gone from the ring: from the entry (as many written chunks as the range covers).
+                let upTo = min(total, written * chunkSize - offset)
+                let n: Int
+                do { n = try writer.read(offset: pos, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<upTo])) } catch {
+                    throw fail("\(error)")
+                }
+                guard n > 0 else { throw fail("the entry being written gave no bytes at \(pos)") }
+                done += n
+                continue
+            }
+            try inflate(through: chunk)
         }
         return done
     }
