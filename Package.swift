@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         // libcurl, for the remote cache client (S3 with SigV4, HTTP): requests, keep-alive, ranges, time-outs.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // zlib, for inflating big blobs piece by piece (streamed into the cache, never held whole).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // glibc malloc tuning (mallopt), for the mount server: no library, only a header.
         .systemLibrary(name: "CMalloc"),
         // A SIGBUS guard for mapped packs: a pack shrunk under a mapping reads as zeros, not a crash.
@@ -37,7 +39,7 @@ let package = Package(
         // Threads: bounded, joined POSIX worker threads (the server's workers, the background loaders).
         .target(name: "Threads", swiftSettings: optimize),
         // Git store: mirrors (clone, fetch, refs) and object reads over pooled libgit2 handles.
-        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
+        .target(name: "GitStore", dependencies: ["Basics", "CGit2", "CCrypto", "CDeflate", "CZlib", "CPackGuard", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Content cache: zstd-compressed, content-addressed, chunked store on disk (cache-layout.md).
         .target(name: "ContentCache", dependencies: ["Basics", "CZstd", .product(name: "Logging", package: "swift-log")], swiftSettings: optimize),
         // Read model: commit -> tree -> entry -> blob, bounded tree/size caches, the chain of blob sources

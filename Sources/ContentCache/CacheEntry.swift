@@ -26,7 +26,7 @@ public final class CacheEntry: Sendable {
     private let onCorrupt: @Sendable (CacheEntry) -> Void
     private let reportedCorrupt = Atomic<Bool>(false)
 
-    private static let nextID = Atomic<UInt64>(1)
+    static let nextID = Atomic<UInt64>(1)
 
     init(header: EntryHeader, backing: consuming Backing, pool: ZstdPool, onCorrupt: @escaping @Sendable (CacheEntry) -> Void) {
         self.key = header.key

@@ -61,6 +61,8 @@ public final class ContentCache: Sendable {
     var segmentsDir: String { directory + "/segments" }
     var usageDir: String { directory + "/usage" }
     var tmpDir: String { directory + "/tmp" }
+    /// The folder of files being written (`tmp/`), also where big scratch buffers may be file-backed.
+    public var temporaryFolder: String { tmpDir }
 
     /// Opens (creating if needed) the cache at `directory`: the folder, its VERSION file and
     /// sub-folders. A VERSION naming another format throws `.unsupportedVersion`. A folder that has

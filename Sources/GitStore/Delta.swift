@@ -74,20 +74,21 @@ enum Delta {
 /// pack that was replaced is never found. Thread-safe: 16 shards, each under its own lock; the bytes are
 /// immutable once kept.
 final class DeltaBaseCache: Sendable {
-    /// Bytes in a `malloc` buffer, freed once when the last reference goes. Immutable once filled.
+    /// Bytes in a buffer from `BlobBuffer.allocate` (`malloc`; big ones mapped, file-backed from
+    /// `BlobBuffer.fileBackedThreshold` on), freed once when the last reference goes. Immutable once filled.
     final class Bytes: @unchecked Sendable {
         let pointer: UnsafeMutableRawPointer
         let count: Int
 
         init?(count: Int) {
-            guard count >= 0, let p = malloc(max(count, 1)) else { return nil }
+            guard count >= 0, let p = BlobBuffer.allocate(count) else { return nil }
             pointer = p
             self.count = count
         }
 
         var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
 
-        deinit { free(pointer) }
+        deinit { BlobBuffer.deallocate(pointer, count) }
     }
 
     static let maxObject = 1 << 20

@@ -140,7 +140,7 @@ extension MappedPack {
 
     /// `madvise(MADV_WILLNEED)` on `[from, to)`: the kernel starts reading the whole compressed entry
     /// from disk at once, instead of 8 MiB read-ahead windows behind the inflater's page faults.
-    private func prefetch(from: Int, to: Int) {
+    func prefetch(from: Int, to: Int) {
         let page = 4096
         let start = from / page * page
         guard to > start else { return }
@@ -149,7 +149,7 @@ extension MappedPack {
 
     /// `madvise(MADV_DONTNEED)` on the pages that hold `[from, from + count)`. A page shared with an entry
     /// another thread is inflating is simply faulted in again from the page cache.
-    private func release(from: Int, count: Int) {
+    func release(from: Int, count: Int) {
         let page = 4096
         let start = from / page * page
         let stop = min((from + count + page - 1) / page * page, (pack.count + page - 1) / page * page)

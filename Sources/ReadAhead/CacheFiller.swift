@@ -11,9 +11,9 @@ import Synchronization
 /// blob source — so no second load happens.
 ///
 /// Bounded: at most `maxPendingBytes` of small blobs wait, plus blobs larger than `largeBlob` up to
-/// `maxLargeBytes` in all, or one of any size (they are in memory anyway, having just been inflated;
-/// compressing a 100 MB blob on the reader's path took longer than inflating it), and at most 65,536
-/// blobs. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
+/// `maxLargeBytes` in all (never one beyond that, whatever its size: big whole blobs are streamed into
+/// the cache and never come here; a bigger one is stored by the chain at once and served from the
+/// cache), and at most 65,536 blobs. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
 /// shutdown are dropped (loaded again when next read) and release their bytes. A store that fails is
 /// logged once per kind (a full disk or a read-only cache by the cache itself); the bytes were served
 /// from the pack, whose zlib streams carry their own checksums. Thread-safe.
@@ -45,7 +45,7 @@ final class CacheFiller: BlobSource {
     private let failureLogged = Atomic<Bool>(false)
 
     init(cache: ContentCache, logger: Logger, queue: BackgroundQueue, lane: Int, maxPendingBytes: Int = 64 << 20,
-         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 512 << 20) {
+         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 32 << 20) {
         self.cache = CacheSource(cache: cache)
         self.logger = logger
         self.queue = queue
@@ -89,7 +89,7 @@ final class CacheFiller: BlobSource {
         budget.withLock { b in
             guard b.count < 65_536 else { return false }
             if bytes.count > largeBlob {
-                guard b.largeBytes == 0 || b.largeBytes + bytes.count <= maxLargeBytes else { return false }
+                guard b.largeBytes + bytes.count <= maxLargeBytes else { return false }
             } else {
                 guard b.bytes + bytes.count <= maxPendingBytes else { return false }
             }

@@ -13,7 +13,8 @@ import Synchronization
 ///   answered, missed, failed and fills taken;
 /// - **fill-back**: content a loader made is offered to the held sources in order (a background fill
 ///   when the reader may not wait, else the cache at once); a blob bigger than `memoryServeLimit` that
-///   was stored is then served from the cache, so memory stays bounded;
+///   was stored is then served from the cache, so memory stays bounded; content a loader streams into
+///   the cache itself (`.streaming`) needs none (in `.now` mode it is streamed to the end first);
 /// - **errors**: a source failing, or no source having an object a tree names, is one
 ///   `ResolverError.unavailable` (an I/O error for the reader), logged once per object with its
 ///   repository (unless the caller reports failures itself) — never "not found".
@@ -167,6 +168,13 @@ final class BlobChain: Sendable {
                     // A ready-made entry the loader put in the cache itself (a remote cache): nothing was
                     // inflated, so it is no blob load, and there is nothing to fill back.
                     return LoadOutcome(blob: made, fill: .present)
+                case .streaming(let s):
+                    if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
+                    // Being written into the cache by the loader; a caller that needs it stored now
+                    // (prefetch, a reload) streams it to the end here.
+                    guard mode == .now else { return LoadOutcome(blob: made, fill: .deferred) }
+                    if let e = try s.finish() { return LoadOutcome(blob: made, fill: .failed(e)) }
+                    return LoadOutcome(blob: made, fill: .stored)
                 case .memory(let bytes):
                     if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
                     return try fillBack(r, bytes, mode: mode, from: i)

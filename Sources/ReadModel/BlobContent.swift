@@ -23,7 +23,7 @@ public final class BlobContent: Sendable {
     /// Bytes held in memory when the content is served from memory; nil when it reads a cache entry.
     public var memoryBytes: Int? {
         switch loaded.withLock({ $0 }) {
-        case .cached: return nil
+        case .cached, .streaming: return nil
         case .memory(let b): return b.count
         }
     }
@@ -43,6 +43,21 @@ public final class BlobContent: Sendable {
                     buffer.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n)
                 }
                 return n
+            case .streaming(let stream):
+                // Each range is answered once inflated; a failed stream is an I/O error (never reloaded:
+                // it failed its pack's own checks).
+                var done = 0
+                do {
+                    while done < buffer.count {
+                        let n = try stream.read(offset: offset + done, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+                        if n == 0 { break }
+                        done += n
+                    }
+                } catch {
+                    chain.opened.forget(request.id)   // the next open starts again (and meets the damage again)
+                    throw error
+                }
+                return done
             case .cached(let entry):
                 do {
                     var done = 0

@@ -21,16 +21,19 @@ public struct BlobRequest: Sendable {
     }
 }
 
-/// Content as a blob source hands it over: an entry of the content cache (read from disk on demand) or
-/// inflated bytes in memory. A value; thread-safe.
+/// Content as a blob source hands it over: an entry of the content cache (read from disk on demand),
+/// inflated bytes in memory, or an entry being written (a big blob streamed into the cache, each range
+/// readable once inflated; like `.cached`, no fill-back is needed). A value; thread-safe.
 public enum LoadedBlob: Sendable {
     case cached(CacheEntry)
     case memory(BlobBuffer)
+    case streaming(StreamingBlob)
 
     public var size: Int {
         switch self {
         case .cached(let e): return e.size
         case .memory(let b): return b.count
+        case .streaming(let s): return s.size
         }
     }
 }

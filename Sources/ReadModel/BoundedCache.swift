@@ -2,8 +2,10 @@ import Synchronization
 
 /// A map bounded in bytes with approximately least-recently-used eviction, split into shards so that
 /// lookups on different keys rarely contend. Each shard keeps two generations: hits in the old
-/// generation are promoted; when the young generation exceeds its share of the budget, the old one is
-/// dropped whole. Memory is therefore at most `maxBytes` (plus per-entry overhead estimates).
+/// generation are promoted; when a value would take the young generation past its share of the budget
+/// (`maxBytes / shardCount / 2`), the old generation is dropped whole and the young one becomes the old.
+/// A value bigger than a generation's share is not kept at all. Memory is therefore at most `maxBytes`
+/// (plus per-entry overhead estimates), whatever the values' sizes.
 /// Thread-safe: every operation takes only its key's shard lock.
 public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct Generations: ~Copyable {
@@ -58,15 +60,29 @@ public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Send
         }
     }
 
+    /// Puts the value in the young generation, rotating first when it would not fit; a value bigger
+    /// than a whole generation is dropped (and any older copy of it with it). Both generations then stay
+    /// within `limit` bytes each.
     private static func insert(_ g: inout Generations, _ key: Key, _ value: Value, _ bytes: Int, limit: Int) {
-        if let previous = g.young.updateValue((value, bytes), forKey: key) {
-            g.youngBytes -= previous.1
+        if let previous = g.young.removeValue(forKey: key) { g.youngBytes -= previous.1 }
+        guard bytes <= limit else {
+            g.old.removeValue(forKey: key)
+            return
         }
-        g.youngBytes += bytes
-        if g.youngBytes > limit {
+        if g.youngBytes + bytes > limit {
             g.old = g.young
             g.young = [:]
             g.youngBytes = 0
+        }
+        g.old.removeValue(forKey: key)
+        g.young[key] = (value, bytes)
+        g.youngBytes += bytes
+    }
+
+    /// Bytes held across shards and generations (for tests and stats).
+    public var bytes: Int {
+        shards.reduce(0) { sum, s in
+            sum + s.state.withLock { g in g.youngBytes + g.old.values.reduce(0) { $0 + $1.1 } }
         }
     }
 

@@ -4,7 +4,9 @@ import GitStore
 
 /// Blob contents opened lately, by id: the chain's first source, so reads that come without a file
 /// handle (the mount's no-open mode asks per request) do not reopen a cache entry each time. Bounded
-/// in bytes (a cache entry counts 64 KiB — it holds one descriptor — content in memory its size).
+/// in bytes (a cache entry counts 64 KiB — it holds one descriptor —, a blob streaming into the cache
+/// 576 KiB — zlib's state and a ring of eight chunks —, content in memory its size; content bigger than the
+/// table's share per shard is not kept).
 /// Thread-safe (sharded locks).
 final class OpenedContent: BlobSource {
     let name = "opened"
@@ -22,6 +24,7 @@ final class OpenedContent: BlobSource {
         let bytes: Int
         switch blob {
         case .cached: bytes = 64 << 10
+        case .streaming: bytes = 576 << 10
         case .memory(let b): bytes = b.count
         }
         table.set(blob, for: id, bytes: bytes)
@@ -61,12 +64,18 @@ public final class CacheSource: BlobSource {
 }
 
 /// The repository's own packs: gitfs's pack reader for whole entries, libgit2 for deltified and loose
-/// objects (`Repository.blobBuffer`), and object headers for sizes (never inflates). Thread-safe.
+/// objects (`Repository.blobBuffer`), and object headers for sizes (never inflates). With a streamer
+/// (the resolver gives its own to every `PackSource` among its loaders), a blob a pack holds whole and
+/// of at least the streamer's threshold is streamed into the content cache instead of inflated whole.
+/// Thread-safe.
 public struct PackSource: BlobSource {
     public let name = "packs"
     public let role = BlobSourceRole.loader
+    let streamer: BlobStreamer?
 
-    public init() {}
+    public init() { streamer = nil }
+
+    init(streamer: BlobStreamer?) { self.streamer = streamer }
 
     public func size(of request: BlobRequest) throws(ResolverError) -> Int? {
         do { return try request.repository.header(request.id).size } catch {
@@ -76,6 +85,7 @@ public struct PackSource: BlobSource {
     }
 
     public func open(_ request: BlobRequest) throws(ResolverError) -> LoadedBlob? {
+        if let streamer, let s = try streamer.stream(request) { return .streaming(s) }
         do { return .memory(try request.repository.blobBuffer(request.id)) } catch {
             if error.kind == .notFound { return nil }
             throw .git(error)

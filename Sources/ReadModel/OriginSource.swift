@@ -22,6 +22,7 @@ public final class OriginSource: BlobSource {
     public let name = "origin"
     public let role = BlobSourceRole.loader
     private let cache: ContentCache?
+    private let packs: PackSource
     /// Most ids asked in one fetch for a directory.
     public let maxBatch: Int
     /// Most ids asked in one fetch by `fetchAll` (prefetch).
@@ -69,9 +70,11 @@ public final class OriginSource: BlobSource {
     ///   - cache: blobs it holds are left out of a directory's batch (they need no fetch).
     ///   - timeout: how long one fetch may take before git is killed (plus a second per 100 ids); nil:
     ///     `GITFS_ORIGIN_TIMEOUT` (seconds) from the environment, else 120 s.
-    public init(cache: ContentCache?, maxBatch: Int = 5000, maxBulk: Int = 50_000,
+    ///   - packs: reads a blob once it is fetched into the mirror (the resolver's streaming packs source).
+    public init(cache: ContentCache?, packs: PackSource = PackSource(), maxBatch: Int = 5000, maxBulk: Int = 50_000,
                 timeout: Duration? = nil, retryAfter: Duration = .seconds(5)) {
         self.cache = cache
+        self.packs = packs
         self.maxBatch = maxBatch
         self.maxBulk = maxBulk
         let fromEnvironment = ProcessInfo.processInfo.environment["GITFS_ORIGIN_TIMEOUT"].flatMap(Double.init)
@@ -105,9 +108,12 @@ public final class OriginSource: BlobSource {
     public func open(_ request: BlobRequest) throws(ResolverError) -> LoadedBlob? {
         guard request.repository.isPartial else { return nil }
         try obtain(request)
-        do { return .memory(try request.repository.blobBuffer(request.id)) } catch {
-            throw missing(request, error)
+        // Read from the fetched pack the way the packs source reads any blob (a big one streamed into
+        // the cache, never inflated whole).
+        guard let read = try packs.open(request) else {
+            throw missing(request, GitStoreError(.notFound, "object \(request.id.hex) is not in the mirror"))
         }
+        return read
     }
 
     /// Fetches every blob of `ids` that neither the mirror nor the content cache holds, in requests of

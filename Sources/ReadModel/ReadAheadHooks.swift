@@ -13,8 +13,19 @@ public protocol ReadAheadHooks: Sendable {
     func listing(_ view: RepoView, tree: ObjectID)
     /// A reader started on a file of the directory `tree`.
     func readingDirectory(_ view: RepoView, tree: ObjectID, feed: SiblingFeed)
+    /// Runs a long job off the read path (finishing a big blob streamed into the cache): `job` polls
+    /// the closure it gets and stops when it says so (shutdown); `dropped` runs instead if it never
+    /// starts. False when not taken (the job's owner copes: readers drive the stream themselves).
+    func background(_ job: @escaping @Sendable (_ stopping: @escaping @Sendable () -> Bool) -> Void,
+                    dropped: @escaping @Sendable () -> Void) -> Bool
     /// Stops the background work (stores in progress finish, queued work is dropped). Idempotent.
     func shutdown()
+}
+
+extension ReadAheadHooks {
+    /// No background work for long jobs by default.
+    public func background(_ job: @escaping @Sendable (_ stopping: @escaping @Sendable () -> Bool) -> Void,
+                           dropped: @escaping @Sendable () -> Void) -> Bool { false }
 }
 
 /// Where read-ahead delivers the small blobs of one directory instead of only caching them: the

@@ -49,11 +49,16 @@ public final class Resolver: Sendable {
         self.sizes = BoundedCache(maxBytes: 8 << 20)
         self.commits = BoundedCache(maxBytes: 4 << 20)
         self.parents = BoundedCache(maxBytes: 16 << 20)
-        self.origin = OriginSource(cache: cache)
         self.logger = logger
         var held: [any BlobSource] = []
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
+        // Deltified blobs rebuilt whole, when big, live in files of the cache's tmp/ (not anonymous memory).
+        if cache.isInitialised { BlobBuffer.useScratchFolder(cache.temporaryFolder) }
+        // Big whole blobs of the packs stream into this cache (finished in the background by a mount).
+        let streamer = BlobStreamer(cache: cache, background: readAhead, logger: logger)
+        let loaders = loaders.map { ($0 is PackSource) ? PackSource(streamer: streamer) : $0 }
+        self.origin = OriginSource(cache: cache, packs: PackSource(streamer: streamer))
         chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders + [origin],
                           memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }

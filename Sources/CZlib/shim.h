@@ -1,0 +1,8 @@
+#ifndef GITFS_CZLIB_SHIM_H
+#define GITFS_CZLIB_SHIM_H
+/* zlib: streaming inflate of big pack entries, piece by piece (libdeflate inflates whole buffers only). */
+#include <zlib.h>
+
+/* inflateInit is a macro (it passes the header's version and the stream's size): wrapped for Swift. */
+static inline int gitfs_inflate_init(z_stream *stream) { return inflateInit(stream); }
+#endif
