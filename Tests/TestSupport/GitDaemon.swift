@@ -9,16 +9,13 @@ import Glibc
 public final class GitDaemon: @unchecked Sendable {
     public let basePath: String
     public let port: Int
-    private let pid: pid_t
-    private let logDir: TempDir
-    private let lock = NSLock()
-    private var stopped = false
+    /// The daemon's process group and its log (`logDir/log`).
+    private let process: ServerProcess
 
     private init(basePath: String, port: Int, pid: pid_t, logDir: TempDir) {
         self.basePath = basePath
         self.port = port
-        self.pid = pid
-        self.logDir = logDir
+        self.process = ServerProcess(dir: logDir, pid: pid)
     }
 
     /// `git://127.0.0.1:PORT/<repo>` for a repository under the base path.
@@ -49,35 +46,13 @@ public final class GitDaemon: @unchecked Sendable {
         throw TestFailure("git daemon did not start: \(lastError)")
     }
 
-    private var isRunning: Bool {
-        var status: Int32 = 0
-        return waitpid(pid, &status, WNOHANG) == 0
-    }
+    private var isRunning: Bool { process.isRunning }
 
     /// Kills the daemon's process group (SIGTERM, then SIGKILL after 3 s) and reaps the daemon. Idempotent.
-    public func stop() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !stopped else { return }
-        stopped = true
-        kill(-pid, SIGTERM)
-        let deadline = Date().addingTimeInterval(3)
-        var status: Int32 = 0
-        while Date() < deadline {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && errno == ECHILD) { kill(-pid, SIGKILL); return }
-            usleep(10_000)
-        }
-        kill(-pid, SIGKILL)
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    }
-
-    deinit { stop() }
+    public func stop() { process.stop() }
 
     /// The daemon's log so far.
-    public func log() -> String {
-        (try? String(contentsOfFile: logDir.sub("log"), encoding: .utf8)) ?? ""
-    }
+    public func log() -> String { process.log() }
 
     /// How many upload-pack (clone/fetch) requests the daemon has served.
     public func uploadPackRequests() -> Int {

@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 #endif
 
-/// A real server a remote-cache test talks to over 127.0.0.1, in its own process group; `stop()`
+/// A real server a test talks to over 127.0.0.1 (git daemon, SeaweedFS, nginx), in its own process group; `stop()`
 /// (call it in a defer; deinit does too) kills the group and reaps it. Idempotent.
 public class ServerProcess: @unchecked Sendable {
     public let dir: TempDir
