@@ -6,10 +6,11 @@ import Foundation
 extension MirrorStore {
     // MARK: fetch
 
-    /// Fetches every branch and tag of the mirror's origin (`git_remote_fetch` with prune), returning the
+    /// Fetches every branch and tag of the mirror's origin (`git fetch --prune --atomic`; libgit2's fetch
+    /// with prune when git is not installed), returning the
     /// refs that changed, sorted. Single-flight across processes: a fetch that finds another one running
     /// waits for its lock and returns that fetch's result instead of fetching again. A failed fetch throws
-    /// `.network` naming the URL and changes no ref (libgit2 moves refs only after the pack is in).
+    /// `.network` naming the URL and changes no ref (refs move only after the pack is in).
     public func fetch(name: String) throws(GitStoreError) -> [RefChange] {
         try fetch(name: name, progress: nil)
     }
@@ -40,10 +41,10 @@ extension MirrorStore {
         defer { git_remote_free(remote) }
         let url = git_remote_url(remote).map { String(cString: $0) } ?? "?"
         let defaultBranch: String?
-        if let filter = Repository.readPartialFilter(handle.repo) {
-            // A blobless mirror: libgit2 knows no filters (it would fetch every new blob); git keeps it.
-            try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
-            defaultBranch = nil
+        let filter = Repository.readPartialFilter(handle.repo)
+        if filter != nil || GitCommand.executable != nil {
+            // git: its index-pack streams objects (bounded memory), and it keeps a blobless mirror's filter.
+            defaultBranch = try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
         } else {
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
