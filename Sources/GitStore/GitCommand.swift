@@ -171,7 +171,8 @@ public struct GitCommand: Sendable {
 }
 
 /// Copies the lines git writes to a file to standard error as they come (split at "\r" and "\n", so
-/// progress redraws pass through), except its "fatal:"/"error:" lines. Only the running thread uses it.
+/// progress redraws pass through), credentials masked, except its "fatal:"/"error:" lines. Only the
+/// running thread uses it.
 private struct ProgressEcho {
     private let fd: Int32
     private var offset = 0
@@ -193,7 +194,7 @@ private struct ProgressEcho {
             let line = Array(pending[...end])
             pending.removeFirst(end + 1)
             let text = String(decoding: line, as: UTF8.self)
-            if !text.hasPrefix("fatal: ") && !text.hasPrefix("error: ") { out += line }
+            if !text.hasPrefix("fatal: ") && !text.hasPrefix("error: ") { out += Array(Credentials.redacted(text).utf8) }
         }
         if !out.isEmpty { out.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) } }
     }

@@ -44,7 +44,8 @@ extension MirrorStore {
         let filter = Repository.readPartialFilter(handle.repo)
         if filter != nil || GitCommand.executable != nil {
             // git: its index-pack streams objects (bounded memory), and it keeps a blobless mirror's filter.
-            defaultBranch = try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
+            try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
+            defaultBranch = MirrorStore.headBranchExists(handle.repo) ? nil : MirrorStore.remoteDefaultBranch(path: path, cancelled: cancelled)
         } else {
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
@@ -63,6 +64,18 @@ extension MirrorStore {
         changes.sort { $0.ref.utf8.lexicographicallyPrecedes($1.ref.utf8) }
         FetchRecord(seq: (before ?? 0) &+ 1, time: Date().timeIntervalSince1970, changes: changes).write(mirror: path)
         return changes
+    }
+
+    /// True when HEAD names a branch the mirror has.
+    static func headBranchExists(_ repo: OpaquePointer) -> Bool {
+        var head: OpaquePointer?
+        guard git_reference_lookup(&head, repo, "HEAD") == 0, let head else { return false }
+        defer { git_reference_free(head) }
+        guard let target = git_reference_symbolic_target(head) else { return false }
+        var branch: OpaquePointer?
+        guard git_reference_lookup(&branch, repo, target) == 0 else { return false }
+        git_reference_free(branch)
+        return true
     }
 
     /// Connects to the mirror's origin and disconnects (`git_remote_connect`), fetching nothing: throws

@@ -76,9 +76,11 @@ extension Repository {
 
 extension MirrorStore {
     /// Options for every git run on a mirror: no automatic gc or maintenance (gitfs gc decides), no
-    /// lazy fetches of anything the command itself might need, big objects streamed.
+    /// lazy fetches of anything the command itself might need, big objects streamed, and every fetched pack
+    /// kept as a pack (`fetch.unpackLimit=1`: git's default unpacks a pack of fewer than 100 objects into
+    /// loose objects, which gitfs's pack reader does not read and libgit2 inflates whole).
     static let quietConfig = ["-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "fetch.writeCommitGraph=false",
-                              "-c", "core.bigFileThreshold=\(bigFileThreshold)"]
+                              "-c", "core.bigFileThreshold=\(bigFileThreshold)", "-c", "fetch.unpackLimit=1"]
 
     /// Objects above this size are streamed by git's index-pack (inflated and hashed in chunks, never held
     /// whole; its default, 512 MiB, would let one object of 500 MiB take 500 MiB); a mirror's git also
@@ -137,9 +139,10 @@ extension MirrorStore {
 
     /// Fetches a mirror through git (libgit2 1.5.1 knows no filters, and inflates whole objects while it
     /// indexes a pack): `git fetch --prune --atomic` (with `--filter=FILTER` for a partial mirror), so refs
-    /// move all together only after the pack is in, or not at all. Returns the origin's default branch.
+    /// move all together only after the pack is in, or not at all. One connection to the origin (no
+    /// `ls-remote`): the caller asks for the default branch only when HEAD's branch is gone.
     static func gitFetch(path: String, filter: String?, url: String, name: String,
-                         cancelled: (@Sendable () -> Bool)?) throws(GitStoreError) -> String? {
+                         cancelled: (@Sendable () -> Bool)?) throws(GitStoreError) {
         do {
             _ = try GitCommand(["-C", path] + quietConfig + [
                 "fetch", "-q", "--prune", "--atomic", "--no-write-fetch-head", "--recurse-submodules=no",
@@ -147,6 +150,5 @@ extension MirrorStore {
         } catch {
             throw GitStoreError(.network, "fetching \(url) for '\(name)' failed: \(error); refs unchanged — check the network and the URL, then retry")
         }
-        return remoteDefaultBranch(path: path, cancelled: cancelled)
     }
 }
