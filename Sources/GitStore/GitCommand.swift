@@ -39,6 +39,9 @@ public struct GitCommand: Sendable {
     public var input: Data?
     public var timeout: Duration
     public var maxOutput = 16 << 20
+    /// Copies git's standard error to ours while it runs (its progress lines), leaving out its
+    /// "fatal:"/"error:" lines (the caller reports the failure in its own words).
+    public var echoProgress = false
 
     public init(_ arguments: [String], timeout: Duration = .seconds(600)) {
         self.arguments = arguments
@@ -92,8 +95,11 @@ public struct GitCommand: Sendable {
         let deadline = MonotonicTime.now + timeout
         var status: Int32 = 0
         var stop: Failure?
+        var echo = echoProgress ? ProgressEcho(path: errPath) : nil
+        defer { echo?.finish() }
         while true {
             let r = waitpid(pid, &status, WNOHANG)
+            echo?.pump()
             if r == pid { break }
             if r < 0, errno != EINTR { status = -1; break }
             if stop == nil {
@@ -162,4 +168,39 @@ public struct GitCommand: Sendable {
         }
         return nil
     }()
+}
+
+/// Copies the lines git writes to a file to standard error as they come (split at "\r" and "\n", so
+/// progress redraws pass through), credentials masked, except its "fatal:"/"error:" lines. Only the
+/// running thread uses it.
+private struct ProgressEcho {
+    private let fd: Int32
+    private var offset = 0
+    private var pending: [UInt8] = []
+
+    init(path: String) { fd = open(path, O_RDONLY | O_CLOEXEC) }
+
+    mutating func pump() {
+        guard fd >= 0 else { return }
+        var buf = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            guard n > 0 else { break }
+            offset += n
+            pending += buf[0..<n]
+        }
+        var out: [UInt8] = []
+        while let end = pending.firstIndex(where: { $0 == 0x0d || $0 == 0x0a }) {
+            let line = Array(pending[...end])
+            pending.removeFirst(end + 1)
+            let text = String(decoding: line, as: UTF8.self)
+            if !text.hasPrefix("fatal: ") && !text.hasPrefix("error: ") { out += Array(Credentials.redacted(text).utf8) }
+        }
+        if !out.isEmpty { out.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) } }
+    }
+
+    mutating func finish() {
+        pump()
+        if fd >= 0 { close(fd) }
+    }
 }

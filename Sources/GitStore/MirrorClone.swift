@@ -8,11 +8,13 @@ extension MirrorStore {
 
     /// Clones `url` as a bare mirror `repos/<name>.git` (all branches and tags, HEAD = the remote's
     /// default branch) into a temporary directory under `repos/`, renamed into place only on success: a
-    /// failure leaves nothing behind. A local source that libgit2 cannot transfer (a malformed tree) has
-    /// its objects copied instead (`LocalSource`). Refuses an invalid or existing name before creating
+    /// failure leaves nothing behind. A local source that git and libgit2 cannot transfer (a malformed
+    /// tree) has its objects copied instead (`LocalSource`, through libgit2). Refuses an invalid or existing name before creating
     /// anything; of two clones onto one name at once one wins, the other fails with `.exists`.
-    /// With `filter` the mirror is partial (blobless): made by the git command (`gitClone`), blobs
-    /// come from the origin later, on first use.
+    /// The transfer is the git command's (`gitClone`: git's index-pack streams objects, so memory stays
+    /// bounded whatever the blob sizes), libgit2 only when git is not installed. With `filter` the mirror
+    /// is partial (blobless; git required): blobs come from the origin later, on first use. `progress`
+    /// non-nil shows git's own progress lines on standard error (the closure is called only by libgit2).
     public func clone(url: String, name: String?, filter: PartialFilter? = nil,
                       progress: (@Sendable (TransferProgress) -> Void)?) throws(GitStoreError) -> MirrorInfo {
         LibGit2.ensureInitialized()
@@ -31,9 +33,18 @@ extension MirrorStore {
         var keepTmp = false
         defer { if !keepTmp { FileSystem.removeTree(tmp) } }
 
-        if let filter {
-            try MirrorStore.gitClone(source, into: tmp, filter: filter)
+        if filter != nil || GitCommand.executable != nil {
+            do {
+                try MirrorStore.gitClone(source, into: tmp, filter: filter, showProgress: progress != nil)
+            } catch {
+                // A source on this machine that git refuses to send (its pack-objects stops at one malformed
+                // tree anywhere): libgit2 with its copy of the objects (`LocalSource`) still mirrors it.
+                guard filter == nil, source.hasPrefix("/") || source.hasPrefix("file://") else { throw error }
+                FileSystem.removeTree(tmp)
+                try libgit2Clone(source, into: tmp, progress: nil)
+            }
         } else {
+            // No git command: libgit2, which holds each object whole while it indexes (unbounded memory).
             try libgit2Clone(source, into: tmp, progress: progress)
         }
         FetchRecord(seq: 0, time: Date().timeIntervalSince1970, changes: []).write(mirror: tmp)

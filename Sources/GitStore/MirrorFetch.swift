@@ -6,10 +6,11 @@ import Foundation
 extension MirrorStore {
     // MARK: fetch
 
-    /// Fetches every branch and tag of the mirror's origin (`git_remote_fetch` with prune), returning the
+    /// Fetches every branch and tag of the mirror's origin (`git fetch --prune --atomic`; libgit2's fetch
+    /// with prune when git is not installed), returning the
     /// refs that changed, sorted. Single-flight across processes: a fetch that finds another one running
     /// waits for its lock and returns that fetch's result instead of fetching again. A failed fetch throws
-    /// `.network` naming the URL and changes no ref (libgit2 moves refs only after the pack is in).
+    /// `.network` naming the URL and changes no ref (refs move only after the pack is in).
     public func fetch(name: String) throws(GitStoreError) -> [RefChange] {
         try fetch(name: name, progress: nil)
     }
@@ -40,10 +41,11 @@ extension MirrorStore {
         defer { git_remote_free(remote) }
         let url = git_remote_url(remote).map { String(cString: $0) } ?? "?"
         let defaultBranch: String?
-        if let filter = Repository.readPartialFilter(handle.repo) {
-            // A blobless mirror: libgit2 knows no filters (it would fetch every new blob); git keeps it.
+        let filter = Repository.readPartialFilter(handle.repo)
+        if filter != nil || GitCommand.executable != nil {
+            // git: its index-pack streams objects (bounded memory), and it keeps a blobless mirror's filter.
             try MirrorStore.gitFetch(path: path, filter: filter, url: url, name: name, cancelled: cancelled)
-            defaultBranch = nil
+            defaultBranch = MirrorStore.headBranchExists(handle.repo) ? nil : MirrorStore.remoteDefaultBranch(path: path, cancelled: cancelled)
         } else {
             do {
                 defaultBranch = try MirrorStore.transfer(remote, progress: progress, cancelled: cancelled, prune: true)
@@ -62,6 +64,18 @@ extension MirrorStore {
         changes.sort { $0.ref.utf8.lexicographicallyPrecedes($1.ref.utf8) }
         FetchRecord(seq: (before ?? 0) &+ 1, time: Date().timeIntervalSince1970, changes: changes).write(mirror: path)
         return changes
+    }
+
+    /// True when HEAD names a branch the mirror has.
+    static func headBranchExists(_ repo: OpaquePointer) -> Bool {
+        var head: OpaquePointer?
+        guard git_reference_lookup(&head, repo, "HEAD") == 0, let head else { return false }
+        defer { git_reference_free(head) }
+        guard let target = git_reference_symbolic_target(head) else { return false }
+        var branch: OpaquePointer?
+        guard git_reference_lookup(&branch, repo, target) == 0 else { return false }
+        git_reference_free(branch)
+        return true
     }
 
     /// Connects to the mirror's origin and disconnects (`git_remote_connect`), fetching nothing: throws

@@ -22,8 +22,9 @@ struct Clone: ParsableCommand {
         let store = MirrorStore(home: try global.checkedHome())
         let progress: (@Sendable (TransferProgress) -> Void)? = isatty(2) == 1 ? ProgressLine.clone() : nil
         let filter = try self.filter.map { text throws(GitStoreError) in try PartialFilter(text) }
-        let info = try store.clone(url: url, name: name, filter: filter, progress: filter == nil ? progress : nil)
-        if progress != nil, filter == nil { FileHandle.standardError.write(Data("\n".utf8)) }
+        // With git (the usual transfer) git's own progress lines show; libgit2's count only without git.
+        let info = try store.clone(url: url, name: name, filter: filter, progress: progress)
+        if progress != nil, GitCommand.executable == nil { FileHandle.standardError.write(Data("\n".utf8)) }
         print("cloned \(info.url) as '\(info.name)': \(info.branchCount) branches, \(info.tagCount) tags, default branch \(info.defaultBranch ?? "(none)")")
     }
 }
