@@ -100,17 +100,11 @@ public enum MountTable {
         return runFusermount(["fusermount3", "-u", "-z", path]) ? 0 : EPERM
     }
 
-    /// posix_spawnp + waitpid (EINTR retried); true when it exited 0.
+    /// Runs `fusermount3` (looked up on PATH) and waits for it; true when it exited 0.
     public static func runFusermount(_ args: [String]) -> Bool {
-        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
-        argv.append(nil)
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        guard posix_spawnp(&pid, args[0], nil, nil, argv, environ) == 0 else { return false }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return false }
-        }
-        return status == 0
+        var child = ChildProcess(args[0], arguments: Array(args.dropFirst()))
+        child.searchPath = true
+        guard let pid = try? child.spawn() else { return false }
+        return ChildProcess.wait(pid) == 0
     }
 }

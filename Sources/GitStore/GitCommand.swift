@@ -59,25 +59,6 @@ public struct GitCommand: Sendable {
         guard FileManager.default.createFile(atPath: inPath, contents: input ?? Data()) else {
             throw .io("cannot write \(inPath)")
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, inPath, O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        posix_spawnattr_setpgroup(&attr, 0)
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
         var env = ProcessInfo.processInfo.environment
         env["GIT_TERMINAL_PROMPT"] = "0"
         env["GIT_ASKPASS"] = "/bin/false"
@@ -85,12 +66,13 @@ public struct GitCommand: Sendable {
         // git ≥ 2.44: no lazy fetch of a missing object behind our back (gitfs asks for what it needs).
         env["GIT_NO_LAZY_FETCH"] = "1"
         for (k, v) in environment { env[k] = v }
-        let argv = ([git] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, git, &actions, &attr, argv, envp)
-        guard rc == 0 else { throw .io("cannot start git: \(String(cString: strerror(rc)))") }
+        var child = ChildProcess(git, arguments: arguments, environment: env)
+        child.redirects = [(0, .open(inPath, flags: O_RDONLY)),
+                           (1, .open(outPath, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)),
+                           (2, .open(errPath, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600))]
+        child.grouping = .newProcessGroup
+        let pid: pid_t
+        do { pid = try child.spawn() } catch { throw .io("cannot start git: \(error.message)") }
 
         let deadline = MonotonicTime.now + timeout
         var status: Int32 = 0

@@ -1,3 +1,4 @@
+import Basics
 import Foundation
 import CMalloc
 import GitFS
@@ -14,30 +15,13 @@ enum Spawn {
     /// an empty signal mask and default signal actions (so SIGTERM reaches the server even when the
     /// caller had it blocked or ignored). Returns the child's pid.
     static func detached(executable: String, arguments: [String], outputFD: Int32) throws(MountError) -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
-        posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
         markDescriptorsCloseOnExec(from: 3)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { sigaddset(&defaults, s) }
-        posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setflags(&attr, Int16(0x80 /* POSIX_SPAWN_SETSID */ | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let rc = posix_spawn(&pid, executable, &actions, &attr, argv, environ)
-        guard rc == 0 else { throw MountError("cannot start the mount server: \(String(cString: strerror(rc)))") }
-        return pid
+        var child = ChildProcess(executable, arguments: Array(arguments.dropFirst()))
+        child.redirects = [(0, .open("/dev/null", flags: O_RDONLY)), (1, .duplicate(outputFD)), (2, .duplicate(outputFD))]
+        child.grouping = .newSession
+        do { return try child.spawn() } catch {
+            throw MountError("cannot start the mount server: \(error.message)")
+        }
     }
 }
 
