@@ -122,7 +122,11 @@ public struct GitCommand: Sendable {
         let lines = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" })
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         // git's most telling line is its "fatal:" one, often followed by nothing useful.
-        let at = lines.lastIndex(where: { $0.hasPrefix("fatal: ") || $0.hasPrefix("error: ") }) ?? (lines.count - 1)
+        let telling = { (l: String) in l.hasPrefix("fatal: ") || l.hasPrefix("error: ") }
+        var at = lines.lastIndex(where: telling) ?? (lines.count - 1)
+        // "Could not read from remote repository." only says that the line before it gave the reason.
+        if at > 0, lines[at].hasSuffix("Could not read from remote repository."),
+           let reason = lines[..<at].lastIndex(where: telling) { at = reason }
         guard at >= 0 else { return "" }
         var line = lines[at]
         // "unable to connect to host:" is followed by the reason on the next line.

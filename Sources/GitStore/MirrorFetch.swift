@@ -78,11 +78,18 @@ extension MirrorStore {
         return true
     }
 
-    /// Connects to the mirror's origin and disconnects (`git_remote_connect`), fetching nothing: throws
-    /// `.network` when the origin does not answer. Used by `gitfs doctor --network`.
+    /// Asks the mirror's origin for its HEAD, fetching nothing, through the same transport a fetch uses:
+    /// `git ls-remote origin HEAD` (30 s time-out), or `git_remote_connect` where git is not installed.
+    /// Throws `.network` when the origin does not answer. Used by `gitfs doctor --network`.
     public func checkReachable(name: String) throws(GitStoreError) {
-        LibGit2.ensureInitialized()
         let path = try existingMirror(name)
+        if GitCommand.executable != nil {
+            do { _ = try GitCommand(["-C", path, "ls-remote", "origin", "HEAD"], timeout: .seconds(30)).run() } catch {
+                throw GitStoreError(.network, error.description)
+            }
+            return
+        }
+        LibGit2.ensureInitialized()
         let handle = try GitHandle.open(path: path, name: name)
         defer { handle.close() }
         var remote: OpaquePointer?
