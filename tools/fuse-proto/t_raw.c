@@ -35,6 +35,7 @@ static int negotiated_uring, negotiated_passthrough;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t init_cond = PTHREAD_COND_INITIALIZER;
 static int init_done;
+static uint64_t ring_requests;   /* requests served through a ring (the rest came on /dev/fuse) */
 
 /* Where one reply goes: written to a /dev/fuse fd, or left in a ring entry's buffers for the next commit. */
 struct sink {
@@ -100,6 +101,25 @@ static void dir(struct sink *s, const struct fuse_in_header *h, const struct fus
     finish(s, h->unique, 0, pos);
 }
 
+/* Passthrough: one backing file per inode (the kernel refuses a second, different backing for an inode
+   that is open), registered at its first OPEN and kept for the life of the mount (a static snapshot). */
+static int *backing;
+static pthread_mutex_t backing_lock = PTHREAD_MUTEX_INITIALIZER;
+static int backing_id(uint64_t ino, int fd) {
+    int id = __atomic_load_n(&backing[ino - 1], __ATOMIC_ACQUIRE);
+    if (id) return id;
+    pthread_mutex_lock(&backing_lock);
+    id = backing[ino - 1];
+    if (!id) {
+        struct proto_backing_map m = { .fd = fd };
+        id = ioctl(devfd, PROTO_DEV_IOC_BACKING_OPEN, &m);
+        if (id < 0) { perror("fuse-proto: FUSE_DEV_IOC_BACKING_OPEN"); id = -1; }
+        __atomic_store_n(&backing[ino - 1], id, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&backing_lock);
+    return id;
+}
+
 /* The server logic for one request. a0: the opcode's own header; name: a LOOKUP's name. Returns 0 when
    the request needs no reply (FORGET, BATCH_FORGET, INTERRUPT). */
 static int dispatch(struct sink *s, const struct fuse_in_header *h, const void *a0, const char *name) {
@@ -139,9 +159,8 @@ static int dispatch(struct sink *s, const struct fuse_in_header *h, const void *
         memset(o, 0, sizeof *o);
         o->fh = (uint64_t)(uint32_t)fd; o->open_flags = FOPEN_KEEP_CACHE;
         if (negotiated_passthrough) {
-            struct proto_backing_map m = { .fd = fd };
-            int id = ioctl(devfd, PROTO_DEV_IOC_BACKING_OPEN, &m);
-            if (id > 0) { o->open_flags |= FOPEN_PASSTHROUGH; o->padding = (uint32_t)id; o->fh |= (uint64_t)id << 32; }
+            int id = backing_id(h->nodeid, fd);
+            if (id > 0) { o->open_flags = FOPEN_PASSTHROUGH; o->padding = (uint32_t)id; }   /* KEEP_CACHE is refused with it */
         }
         finish(s, h->unique, 0, sizeof *o);
         break;
@@ -155,8 +174,6 @@ static int dispatch(struct sink *s, const struct fuse_in_header *h, const void *
     }
     case FUSE_RELEASE: {
         const struct fuse_release_in *in = a0;
-        uint32_t id = (uint32_t)(in->fh >> 32);
-        if (id) ioctl(devfd, PROTO_DEV_IOC_BACKING_CLOSE, &id);
         core_release((int)(uint32_t)in->fh);
         finish(s, h->unique, 0, 0);
         break;
@@ -302,6 +319,7 @@ static void *uring_loop(void *arg) {
                 continue;
             }
             uint64_t commit = en->hdr->ring_ent_in_out.commit_id;
+            __atomic_fetch_add(&ring_requests, 1, __ATOMIC_RELAXED);
             struct fuse_in_header h = *(struct fuse_in_header *)en->hdr->in_out;
             struct sink s = { .uring = 1, .buf = en->payload, .cap = PAYLOAD, .hdr = en->hdr };
             if (!dispatch(&s, &h, en->hdr->op_in, en->payload)) finish(&s, h.unique, 0, 0);
@@ -362,6 +380,7 @@ int raw_serve(const char *mnt) {
             fprintf(stderr, "fuse-proto: error: mount %s: %s\n", mnt, strerror(errno)); return 1;
         }
     }
+    backing = calloc(core_count, sizeof *backing);
     int ndev = opts.uring ? 1 : opts.threads;
     pthread_t *t = calloc((size_t)ndev, sizeof *t);
     for (int i = 0; i < ndev; i++) {
@@ -391,5 +410,6 @@ int raw_serve(const char *mnt) {
     }
     for (int i = 0; i < ndev; i++) pthread_join(t[i], NULL);
     free(t);
+    if (opts.verbose && opts.uring) fprintf(stderr, "fuse-proto: %llu requests through io_uring\n", (unsigned long long)__atomic_load_n(&ring_requests, __ATOMIC_RELAXED));
     return 0;
 }
