@@ -6,6 +6,8 @@ struct proto_opts {
     int passthrough;   /* raw/uring: FUSE_PASSTHROUGH, reads go to the checkout file in the kernel */
     int uring;         /* raw: FUSE over io_uring (7.42) */
     int fusermount;    /* raw: mount through fusermount3 (fd passing) instead of mount(2) */
+    int shared_fd;     /* raw: every worker reads the one /dev/fuse fd (no FUSE_DEV_IOC_CLONE), as libfuse */
+    int serial_dirops; /* raw: no FUSE_PARALLEL_DIROPS in INIT, as libfuse 3.14 */
     int verbose;
 };
 extern struct proto_opts opts;

@@ -201,6 +201,7 @@ static void do_init(struct sink *s, const struct fuse_in_header *h) {
     if (in->flags & FUSE_INIT_EXT) kflags |= (uint64_t)in->flags2 << 32;
     uint64_t want = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
                     FUSE_MAX_PAGES | FUSE_BIG_WRITES | FUSE_INIT_EXT;
+    if (opts.serial_dirops) want &= ~(uint64_t)FUSE_PARALLEL_DIROPS;
     if (opts.passthrough) want |= FUSE_PASSTHROUGH;
     if (opts.uring) want |= FUSE_OVER_IO_URING;
     want &= kflags;
@@ -385,7 +386,7 @@ int raw_serve(const char *mnt) {
     pthread_t *t = calloc((size_t)ndev, sizeof *t);
     for (int i = 0; i < ndev; i++) {
         int fd = devfd;
-        if (i > 0) {
+        if (i > 0 && !opts.shared_fd) {
             fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
             uint32_t src = (uint32_t)devfd;
             if (fd < 0 || ioctl(fd, FUSE_DEV_IOC_CLONE, &src) != 0) { perror("fuse-proto: FUSE_DEV_IOC_CLONE"); if (fd >= 0) close(fd); fd = devfd; }
