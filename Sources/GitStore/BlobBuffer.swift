@@ -40,12 +40,29 @@ public final class BlobBuffer: @unchecked Sendable {
         self.isVerified = verified
     }
 
+    /// True when the bytes are in file-backed memory (a nameless scratch file mapped shared), which the
+    /// kernel can write out: not anonymous memory, not charged to the budget.
+    public var isFileBacked: Bool { object == nil && charged == 0 && count >= BlobBuffer.budgetFallbackThreshold }
+
     /// Memory from `allocate(_:)`: where it is, its size, and what it charged to the process's budget
     /// (0 when file-backed). Give it back with `deallocate(_:)` exactly once, or hand it to a `BlobBuffer`.
     struct Allocation {
         let pointer: UnsafeMutableRawPointer
         let count: Int
         let charged: Int
+
+        /// True for a shared mapping of a scratch file (only those are not charged).
+        var isFileBacked: Bool { charged == 0 && count >= BlobBuffer.budgetFallbackThreshold }
+
+        /// Drops the pages of `[from, from + length)` from this process when file-backed (they stay in
+        /// the scratch file, read back on the next access), so inflating a big blob does not grow the
+        /// resident set; nothing for anonymous memory (it would lose the bytes). `from` page-aligned.
+        func dropResidentPages(from: Int = 0, length: Int? = nil) {
+            guard isFileBacked else { return }
+            let n = min(length ?? count, count - from)
+            guard n > 0 else { return }
+            _ = madvise(pointer + from, (n + 4095) / 4096 * 4096, MADV_DONTNEED)
+        }
     }
 
     /// Buffers of at least this size are mapped on their own (`mmap`), so their memory goes back to the

@@ -25,6 +25,7 @@ extension MappedPack {
             BlobBuffer.deallocate(out)
             return nil
         }
+        out.dropResidentPages()   // file-backed (a big blob without a cache to stream into): out of the RSS
         return BlobBuffer(owning: out, verified: true)
     }
 

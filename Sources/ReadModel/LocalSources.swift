@@ -5,7 +5,8 @@ import GitStore
 /// Blob contents opened lately, by id: the chain's first source, so reads that come without a file
 /// handle (the mount's no-open mode asks per request) do not reopen a cache entry each time. Bounded
 /// in bytes (a cache entry counts 64 KiB — it holds one descriptor —, a blob streaming into the cache
-/// 576 KiB — zlib's state and a ring of eight chunks —, content in memory its size; content bigger than the
+/// 576 KiB — zlib's state and a ring of eight chunks —, content in anonymous memory its size, in file-backed
+/// memory 64 KiB; content bigger than the
 /// table's share per shard is not kept), and charged to the memory budget: a cache entry what it holds
 /// in memory (a small entry's record, else its descriptor), a stream and content in memory nothing more
 /// (their ring and buffer charged themselves when made), kept only while the budget has room.
@@ -33,7 +34,9 @@ final class OpenedContent: BlobSource {
             bytes = 576 << 10
             charge = 0
         case .memory(let b):
-            bytes = b.count
+            // File-backed content (a big blob inflated whole without a cache to stream into) holds a
+            // mapping, not anonymous memory: kept like a descriptor, so its reads do not inflate it again.
+            bytes = b.isFileBacked ? 64 << 10 : b.count
             charge = 0
         }
         table.set(blob, for: id, bytes: bytes, charge: charge)
