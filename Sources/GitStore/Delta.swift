@@ -71,7 +71,7 @@ enum Delta {
 
 /// Objects rebuilt or inflated on the way along delta chains, kept for the next chain that passes
 /// through them (versions of one file share their chain). Bounded: objects of at most `maxObject` bytes,
-/// `maxBytes` in all, the oldest dropped first; and by the process's memory budget (the objects charge it
+/// `maxBytes` in all (at most a quarter of the memory budget), the oldest dropped first; and by the process's memory budget (the objects charge it
 /// themselves, `Bytes`): when the budget has no room, a shard drops its own oldest to make some, and an
 /// object is not kept when that is not enough. Keyed by pack serial and entry offset, so an entry of a
 /// pack that was replaced is never found. Thread-safe: 16 shards, each under its own lock; the bytes are
@@ -126,8 +126,8 @@ final class DeltaBaseCache: Sendable {
     func keep(_ bytes: Bytes, pack: UInt64, offset: Int) {
         guard bytes.count <= Self.maxObject else { return }
         let key = Key(pack: pack, offset: offset)
-        let limit = Self.maxBytes / shards.count
         let budget = MemoryBudget.process
+        let limit = min(Self.maxBytes, budget.total / 4) / shards.count
         shard(key).state.withLock { s in
             // No room in the budget: drop this shard's oldest (freed when no chain holds them any more).
             while !budget.hasRoom(), s.head < s.order.count {

@@ -56,9 +56,10 @@ final class CacheFiller: BlobSource {
         self.logger = logger
         self.queue = queue
         self.lane = lane
-        self.maxPendingBytes = maxPendingBytes
+        // At most half the memory budget for small blobs and a quarter for big ones.
+        self.maxPendingBytes = min(maxPendingBytes, memory.total / 2)
         self.largeBlob = largeBlob
-        self.maxLargeBytes = maxLargeBytes
+        self.maxLargeBytes = min(maxLargeBytes, memory.total / 4)
     }
 
     private func shard(_ id: ObjectID) -> PendingShard {
