@@ -53,6 +53,7 @@ public final class Resolver: Sendable {
         // Each holder's cap is its share of the budget (so none can starve the others), at most its
         // own cap; the budget bounds them all together.
         let total = budget.total
+        LibGit2.shareMemoryBudget(budget)
         self.trees = BoundedCache(maxBytes: min(treeCacheBytes, total / 4), budget: budget)
         self.sizes = BoundedCache(maxBytes: min(8 << 20, total / 16), budget: budget)
         self.commits = BoundedCache(maxBytes: min(4 << 20, total / 32), budget: budget)
