@@ -9,7 +9,8 @@ import Synchronization
 /// use `MemoryBudget.process`; a holder charges before it keeps bytes and credits when it drops them.
 ///
 /// Invariant: `used` is the sum of all charges not yet credited; `tryCharge` never takes it past
-/// `total`, so holders that only use `tryCharge` (caches) stay within the budget together. The only
+/// `total`, so holders that only use `tryCharge` (caches) stay within the budget together — caches
+/// within `total - headroom`, leaving the last quarter to bytes in flight. The only
 /// charges that may pass `total` are `overdraw` ones — bytes a reader must be given to be answered at
 /// all (a small blob in flight, a stream's ring): those are counted (`overdrafts`), never waited for,
 /// and caches then make room by evicting their own oldest or decline to keep more. Nobody waits on
@@ -54,10 +55,15 @@ public final class MemoryBudget: Sendable {
     /// True when `bytes` more would fit now (a hint: another thread may take the room first).
     public func hasRoom(for bytes: Int = 0) -> Bool { used.load(ordering: .relaxed) + bytes <= total }
 
-    /// Charges `bytes` if they fit within the total; false (nothing charged) otherwise.
-    public func tryCharge(_ bytes: Int) -> Bool {
+    /// What caches leave free for bytes in flight (buffers being read, streams, pending fills): a
+    /// quarter of the total. Caches charge with `tryCharge(_:keepingFree: headroom)` and keep values only
+    /// while `hasRoom(for: headroom)`, so a budget full of cached values never makes a fill wait.
+    public var headroom: Int { total / 4 }
+
+    /// Charges `bytes` if they fit within the total less `keepingFree`; false (nothing charged) otherwise.
+    public func tryCharge(_ bytes: Int, keepingFree: Int = 0) -> Bool {
         guard bytes > 0 else { return true }
-        let cap = total
+        let cap = total - keepingFree
         var current = used.load(ordering: .relaxed)
         while true {
             guard current + bytes <= cap else { return false }

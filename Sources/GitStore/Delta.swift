@@ -130,11 +130,11 @@ final class DeltaBaseCache: Sendable {
         let limit = min(Self.maxBytes, budget.total / 4) / shards.count
         shard(key).state.withLock { s in
             // No room in the budget: drop this shard's oldest (freed when no chain holds them any more).
-            while !budget.hasRoom(), s.head < s.order.count {
+            while !budget.hasRoom(for: budget.headroom), s.head < s.order.count {
                 if let old = s.objects.removeValue(forKey: s.order[s.head]) { s.bytes -= old.count }
                 s.head += 1
             }
-            guard budget.hasRoom() else {
+            guard budget.hasRoom(for: budget.headroom) else {
                 budget.noteDecline()
                 return
             }

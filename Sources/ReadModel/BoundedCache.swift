@@ -11,7 +11,8 @@ import Synchronization
 /// With a `MemoryBudget`, every value kept is also charged to it (its `charge`, by default its size) and
 /// credited when dropped; a value the budget cannot take makes the shard drop its own old generation
 /// and try again, and is declined (not kept, counted) if it still does not fit. A value charged 0 (its
-/// bytes are charged by their own buffer) is kept only while the budget has room.
+/// bytes are charged by their own buffer) is kept only while the budget has room. Either way the budget's
+/// `headroom` is left to bytes in flight.
 /// Thread-safe: every operation takes only its key's shard lock (the budget is one atomic counter).
 public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private struct Held {
@@ -97,8 +98,9 @@ public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Send
         }
     }
 
+    /// Caches leave the budget's headroom to bytes in flight.
     private func admit(_ charge: Int, _ budget: MemoryBudget) -> Bool {
-        charge > 0 ? budget.tryCharge(charge) : budget.hasRoom()
+        charge > 0 ? budget.tryCharge(charge, keepingFree: budget.headroom) : budget.hasRoom(for: budget.headroom)
     }
 
     /// Drops the value of `key`, if cached.

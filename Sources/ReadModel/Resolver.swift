@@ -50,11 +50,12 @@ public final class Resolver: Sendable {
         self.cache = cache
         self.readAhead = readAhead
         self.budget = budget
-        // Each holder's cap is its share of the budget (so none can starve the others), at most its
-        // own cap; the budget bounds them all together.
+        // Small-valued caches are capped at their share of the budget (so none can starve the others);
+        // parsed trees and opened contents keep their own caps (a generation per shard must hold a big
+        // tree, a stream or a 2 MiB blob); the budget bounds them all together.
         let total = budget.total
         LibGit2.shareMemoryBudget(budget)
-        self.trees = BoundedCache(maxBytes: min(treeCacheBytes, total / 4), budget: budget)
+        self.trees = BoundedCache(maxBytes: treeCacheBytes, budget: budget)
         self.sizes = BoundedCache(maxBytes: min(8 << 20, total / 16), budget: budget)
         self.commits = BoundedCache(maxBytes: min(4 << 20, total / 32), budget: budget)
         self.parents = BoundedCache(maxBytes: min(16 << 20, total / 8), budget: budget)
@@ -69,7 +70,7 @@ public final class Resolver: Sendable {
         let streamer = BlobStreamer(cache: cache, background: readAhead, logger: logger)
         let loaders = loaders.map { ($0 is PackSource) ? PackSource(streamer: streamer) : $0 }
         self.origin = OriginSource(cache: cache, packs: PackSource(streamer: streamer))
-        chain = BlobChain(opened: OpenedContent(maxBytes: min(64 << 20, total / 4), budget: budget), sources: held + loaders + [origin],
+        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20, budget: budget), sources: held + loaders + [origin],
                           memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }
 
