@@ -184,6 +184,8 @@ extension MountTests {
             #expect(small.stderr.contains("gitfs: error: the memory-budget setting '1M' is too small"), "\(small.stderr)")
             #expect(!isMountPoint(m.mountpoint))
             #expect(try m.gitfs("config", "memory-budget", "lots").status != 0, "a size that is not one was stored")
+            let tiny = try m.gitfs("config", "memory-budget", "2k")
+            #expect(tiny.status != 0 && tiny.stderr.contains("too small"), "a budget below the minimum was stored: \(tiny.stderr)")
             #expect(try m.gitfs("config", "memory-budget", "48M").status == 0)
             try m.mount()
             #expect(try m.stats()["memory_budget_bytes"] == 48 << 20)
