@@ -1,3 +1,4 @@
+import Basics
 import ContentCache
 import Foundation
 import FuseServer
@@ -26,6 +27,8 @@ public struct MountConfiguration: Sendable {
     public var remoteCache: String?
     public var remoteCacheMode: RemoteCacheMode = .read
     public var remoteCacheOrder: RemoteCacheOrder = .auto
+    /// The total of the process's memory budget (nil: `MemoryBudget.defaultTotal`).
+    public var memoryBudget: Int?
 
     public init(home: Home, mountpoint: String) {
         self.home = home
@@ -58,6 +61,7 @@ public final class GitFSMount: Sendable {
         if store.names().isEmpty {
             throw MountError("no repositories in \(configuration.home.reposPath): add one with 'gitfs clone URL' first")
         }
+        if let total = configuration.memoryBudget { MemoryBudget.process.setTotal(total) }
         let cache: ContentCache
         do { cache = try Resolver.openCache(home: configuration.home) } catch { throw MountError("\(error)") }
         var remote: RemoteTier?
@@ -153,6 +157,10 @@ public final class GitFSMount: Sendable {
         fields += [("origin_fetches", "\(o.fetches)"), ("origin_objects", "\(o.objects)"), ("origin_bytes", "\(o.bytes)"),
                    ("origin_errors", "\(o.errors)"), ("origin_batch_joins", "\(o.batchJoins)")]
         fields += remote?.statsFields ?? RemoteTier.disabledStatsFields
+        let m = resolver.budget.snapshot
+        fields += [("memory_budget_bytes", "\(m.total)"), ("memory_used_bytes", "\(m.used)"), ("memory_peak_bytes", "\(m.peak)"),
+                   ("memory_waits", "\(m.waits)"), ("memory_declines", "\(m.declines)"), ("memory_overdrafts", "\(m.overdrafts)"),
+                   ("memory_fallbacks", "\(m.fallbacks)")]
         fields.append(("log_file", configuration.logFile.map(jsonString) ?? "null"))
         let body = fields.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n")
         return Array("{\n\(body)\n}\n".utf8)

@@ -1,3 +1,4 @@
+import Basics
 import Glibc
 import Synchronization
 
@@ -70,25 +71,28 @@ enum Delta {
 
 /// Objects rebuilt or inflated on the way along delta chains, kept for the next chain that passes
 /// through them (versions of one file share their chain). Bounded: objects of at most `maxObject` bytes,
-/// `maxBytes` in all, the oldest dropped first. Keyed by pack serial and entry offset, so an entry of a
+/// `maxBytes` in all (at most a quarter of the memory budget), the oldest dropped first; and by the process's memory budget (the objects charge it
+/// themselves, `Bytes`): when the budget has no room, a shard drops its own oldest to make some, and an
+/// object is not kept when that is not enough. Keyed by pack serial and entry offset, so an entry of a
 /// pack that was replaced is never found. Thread-safe: 16 shards, each under its own lock; the bytes are
 /// immutable once kept.
 final class DeltaBaseCache: Sendable {
     /// Bytes in a buffer from `BlobBuffer.allocate` (`malloc`; big ones mapped, file-backed from
     /// `BlobBuffer.fileBackedThreshold` on), freed once when the last reference goes. Immutable once filled.
+    /// Charged to the process's memory budget while it lives (unless file-backed).
     final class Bytes: @unchecked Sendable {
-        let pointer: UnsafeMutableRawPointer
-        let count: Int
+        private let allocation: BlobBuffer.Allocation
+        var pointer: UnsafeMutableRawPointer { allocation.pointer }
+        var count: Int { allocation.count }
 
         init?(count: Int) {
-            guard count >= 0, let p = BlobBuffer.allocate(count) else { return nil }
-            pointer = p
-            self.count = count
+            guard count >= 0, let a = BlobBuffer.allocate(count) else { return nil }
+            allocation = a
         }
 
         var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
 
-        deinit { BlobBuffer.deallocate(pointer, count) }
+        deinit { BlobBuffer.deallocate(allocation) }
     }
 
     static let maxObject = 1 << 20
@@ -122,8 +126,18 @@ final class DeltaBaseCache: Sendable {
     func keep(_ bytes: Bytes, pack: UInt64, offset: Int) {
         guard bytes.count <= Self.maxObject else { return }
         let key = Key(pack: pack, offset: offset)
-        let limit = Self.maxBytes / shards.count
+        let budget = MemoryBudget.process
+        let limit = min(Self.maxBytes, budget.total / 4) / shards.count
         shard(key).state.withLock { s in
+            // No room in the budget: drop this shard's oldest (freed when no chain holds them any more).
+            while !budget.hasRoom(for: budget.headroom), s.head < s.order.count {
+                if let old = s.objects.removeValue(forKey: s.order[s.head]) { s.bytes -= old.count }
+                s.head += 1
+            }
+            guard budget.hasRoom(for: budget.headroom) else {
+                budget.noteDecline()
+                return
+            }
             guard s.objects.updateValue(bytes, forKey: key) == nil else { return }
             s.order.append(key)
             s.bytes += bytes.count

@@ -21,11 +21,12 @@ extension MappedPack {
         if h.type == 6 || h.type == 7 { return rebuild(offset: offset, header: h, id: id, bases: bases) }
         guard h.type == 3, let out = BlobBuffer.allocate(h.size) else { return nil }
         let expectedCRC = MappedPack.be32(index, MappedPack.shaTable + 20 * count + 4 * i)
-        guard inflate(offset: offset, header: h, into: out, crc: expectedCRC) else {
-            BlobBuffer.deallocate(out, h.size)
+        guard inflate(offset: offset, header: h, into: out.pointer, crc: expectedCRC) else {
+            BlobBuffer.deallocate(out)
             return nil
         }
-        return BlobBuffer(owning: out, count: h.size, verified: true)
+        out.dropResidentPages()   // file-backed (a big blob without a cache to stream into): out of the RSS
+        return BlobBuffer(owning: out, verified: true)
     }
 
     /// Inflates the entry's zlib stream into `out` (exactly `h.size` bytes), checking the entry's CRC-32
@@ -67,12 +68,12 @@ extension MappedPack {
                   let resultSize = Delta.resultSize(delta.buffer, baseSize: current.count) else { return nil }
             if k == 0 {
                 guard let out = BlobBuffer.allocate(resultSize) else { return nil }
-                guard Delta.apply(delta.buffer, to: current.buffer, into: UnsafeMutableRawBufferPointer(start: out, count: resultSize)),
-                      GitHash.blobID(of: UnsafeRawBufferPointer(start: out, count: resultSize)) == id else {
-                    BlobBuffer.deallocate(out, resultSize)
+                guard Delta.apply(delta.buffer, to: current.buffer, into: UnsafeMutableRawBufferPointer(start: out.pointer, count: resultSize)),
+                      GitHash.blobID(of: UnsafeRawBufferPointer(start: out.pointer, count: resultSize)) == id else {
+                    BlobBuffer.deallocate(out)
                     return nil
                 }
-                return BlobBuffer(owning: out, count: resultSize, verified: true)
+                return BlobBuffer(owning: out, verified: true)
             }
             guard let result = DeltaBaseCache.Bytes(count: resultSize),
                   Delta.apply(delta.buffer, to: current.buffer, into: UnsafeMutableRawBufferPointer(start: result.pointer, count: resultSize))

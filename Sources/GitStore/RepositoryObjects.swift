@@ -137,7 +137,8 @@ extension Repository {
     }
 
     /// A blob's inflated bytes, kept (no copy) for as long as the result lives. A blob in a pack is
-    /// inflated by gitfs's own pack reader (libdeflate); loose ones, and any its checks refuse, by libgit2.
+    /// inflated by gitfs's own pack reader (libdeflate); a big loose one by `LooseObject` (file-backed,
+    /// its SHA-1 checked); small loose ones, and any the pack reader's checks refuse, by libgit2.
     /// A pack that shrank under the reader throws `.corrupt` (libgit2 is not asked to read it).
     public func blobBuffer(_ id: ObjectID) throws(GitStoreError) -> BlobBuffer {
         if let packs {
@@ -151,6 +152,8 @@ extension Repository {
                 break
             }
         }
+        // A big loose blob: inflated piece by piece into file-backed memory (libgit2 would hold it whole).
+        if let loose = try bigLooseBlob(id) { return loose }
         return BlobBuffer(object: try readObject(id, expect: GIT_OBJECT_BLOB))
     }
 

@@ -28,6 +28,7 @@ struct Cat: ParsableCommand {
         case .submodule:
             throw GitStoreError(.wrongType, "'\(path)' is a submodule in '\(rev)' of repository '\(name)'; it has no content here")
         case .file, .executable, .symlink:
+            try MemoryBudgetSetting.apply(home: home)
             let cache = try Resolver.openCache(home: home)
             let tier = try remote.tier(home: home, cache: cache, defaultMode: .read)
             defer { tier?.shutdown() }

@@ -1,5 +1,5 @@
-import Basics
 import ArgumentParser
+import Basics
 import Foundation
 import Settings
 
@@ -31,7 +31,13 @@ struct Config: ParsableCommand {
     static func problem(_ key: SettingKey, _ value: String) -> String? {
         switch key.kind {
         case .duration: do { _ = try Units.seconds(value); return nil } catch { return error.description }
-        case .size: do { _ = try Units.size(value); return nil } catch { return error.description }
+        case .size:
+            let bytes: Int
+            do { bytes = try Units.size(value) } catch { return error.description }
+            if key == .memoryBudget, bytes < MemoryBudget.minimumTotal {
+                return "'\(value)' is too small: give at least \(ByteCount.format(MemoryBudget.minimumTotal, style: .short))"
+            }
+            return nil
         case .bool: return SettingKey.bool(value) == nil ? "'\(value)' is not true or false" : nil
         case .url: return value.contains("://") ? nil : "'\(key.display(value))' is not a URL"
         }

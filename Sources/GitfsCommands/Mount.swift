@@ -12,7 +12,7 @@ import Settings
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount", abstract: "Mount every repository of the home at MOUNTPOINT.",
-        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, threads=N, remote-cache=URL, remote-cache-mode=M, remote-cache-order=O, allow_other, debug.")
+        discussion: "Only you can read the mount unless --allow-other is given. From /etc/fstab (type fuse.gitfs), mount.fuse3 runs 'gitfs HOME MOUNTPOINT -o OPTIONS' with options fetch-interval=D, cache-max-size=S, memory-budget=S, threads=N, remote-cache=URL, remote-cache-mode=M, remote-cache-order=O, allow_other, debug.")
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing, empty directory.") var mountpoint: String
@@ -20,6 +20,8 @@ struct Mount: ParsableCommand {
     @Option(help: "FUSE worker threads.") var threads = 32
     @Option(parsing: .unconditional, help: "Keep the content cache under this size (K, M, G suffixes), enforced in the background.")
     var cacheMaxSize: String?
+    @Option(parsing: .unconditional, help: ArgumentHelp("What the server keeps in memory (caches, pending fills, streams) in all, e.g. 64M (at least 16M). Setting: memory-budget; env GITFS_MEMORY_BUDGET.", valueName: "size"))
+    var memoryBudget: String?
     @Flag(help: "Log every request.") var debug = false
     @Flag(help: "Let other users read the mount (FUSE allow_other; as non-root it needs user_allow_other in /etc/fuse.conf). Setting: allow-other.")
     var allowOther = false
@@ -30,6 +32,7 @@ struct Mount: ParsableCommand {
 
     func validate() throws {
         try Units.validateSize(cacheMaxSize, option: "--cache-max-size")
+        try Units.validateSize(memoryBudget, option: "--memory-budget")
         try Units.validateDuration(fetchInterval, option: "--fetch-interval")
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be between 1 and 1024") }
     }
@@ -40,6 +43,7 @@ struct Mount: ParsableCommand {
         var fetchInterval: Int?
         var cacheMaxSize: String?
         var remoteCache: String?
+        var memoryBudget: Int?
     }
 
     func resolve(_ home: Home) throws -> Resolved {
@@ -57,8 +61,9 @@ struct Mount: ParsableCommand {
         let remoteURL = try checked(.remoteCache, remote.remoteCache) { text in
             text.isEmpty ? nil : ((try? RemoteURL(text)).map { _ in text })
         }
+        let budget = try MemoryBudgetSetting.bytes(settings, flag: memoryBudget)
         return Resolved(allowOther: allow, fetchInterval: interval.flatMap { $0 > 0 ? $0 : nil }, cacheMaxSize: size,
-                        remoteCache: remoteURL)
+                        remoteCache: remoteURL, memoryBudget: budget)
     }
 
     func run() throws {
@@ -92,6 +97,7 @@ struct Mount: ParsableCommand {
         var config = MountConfiguration(home: home, mountpoint: mountpoint)
         config.threads = threads
         config.cacheMaxSize = try resolved.cacheMaxSize.map(Units.size)
+        config.memoryBudget = resolved.memoryBudget
         config.allowOther = resolved.allowOther
         config.fetchInterval = resolved.fetchInterval.map(Double.init)
         config.debug = debug
@@ -115,6 +121,7 @@ struct Mount: ParsableCommand {
         var args = [CommandLine.arguments[0], "mount", mountpoint, "--home", home.path, "--foreground",
                     "--threads", "\(threads)", "--log-file", logPath]
         if let s = resolved.cacheMaxSize { args += ["--cache-max-size", s] }
+        if let b = resolved.memoryBudget { args += ["--memory-budget", "\(b)"] }
         args += ["--fetch-interval", "\(resolved.fetchInterval ?? 0)s"]
         if resolved.allowOther { args.append("--allow-other") }
         if debug { args.append("--debug") }

@@ -19,6 +19,7 @@ enum MountHelperForm {
         "fetch-interval": ("--fetch-interval", true), "fetch_interval": ("--fetch-interval", true),
         "cache-max-size": ("--cache-max-size", true), "cache_max_size": ("--cache-max-size", true),
         "threads": ("--threads", true),
+        "memory-budget": ("--memory-budget", true), "memory_budget": ("--memory-budget", true),
         // A URL with a password is better kept in the home (`gitfs config remote-cache URL`): argv shows.
         "remote-cache": ("--remote-cache", true), "remote_cache": ("--remote-cache", true),
         "remote-cache-mode": ("--remote-cache-mode", true), "remote_cache_mode": ("--remote-cache-mode", true),

@@ -59,6 +59,7 @@ struct Prefetch: ParsableCommand {
                 FileHandle.standardError.write(Data("gitfs: warning: fetch failed (\(error)): prefetching from what is mirrored\n".utf8))
             }
         }
+        try MemoryBudgetSetting.apply(home: home)
         let cache = try Resolver.openCache(home: home)
         let tier = try remote.tier(home: home, cache: cache, defaultMode: push ? .readWrite : .read, uploadsStores: !push)
         if push && tier == nil {

@@ -13,7 +13,8 @@ import Synchronization
 /// Bounded: at most `maxPendingBytes` of small blobs wait, plus blobs larger than `largeBlob` up to
 /// `maxLargeBytes` in all (never one beyond that, whatever its size: big whole blobs are streamed into
 /// the cache and never come here; a bigger one is stored by the chain at once and served from the
-/// cache), and at most 65,536 blobs. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
+/// cache), and at most 65,536 blobs; and by the memory budget (the bytes charge it themselves): a fill
+/// waits at most `roomWait` for room in it. A fill beyond that is refused and the chain stores synchronously. Tracked: fills queued at
 /// shutdown are dropped (loaded again when next read) and release their bytes. A store that fails is
 /// logged once per kind (a full disk or a read-only cache by the cache itself); the bytes were served
 /// from the pack, whose zlib streams carry their own checksums. Thread-safe.
@@ -43,16 +44,22 @@ final class CacheFiller: BlobSource {
         func withLock<R>(_ body: (inout [ObjectID: BlobBuffer]) -> R) -> R { map.withLock { body(&$0) } }
     }
     private let failureLogged = Atomic<Bool>(false)
+    private let memory: MemoryBudget
+
+    /// How long a fill waits for room in the memory budget before it is dropped (the reader waits).
+    static let roomWait: Duration = .milliseconds(10)
 
     init(cache: ContentCache, logger: Logger, queue: BackgroundQueue, lane: Int, maxPendingBytes: Int = 64 << 20,
-         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 32 << 20) {
+         largeBlob: Int = 8 << 20, maxLargeBytes: Int = 32 << 20, memory: MemoryBudget = .process) {
+        self.memory = memory
         self.cache = CacheSource(cache: cache)
         self.logger = logger
         self.queue = queue
         self.lane = lane
-        self.maxPendingBytes = maxPendingBytes
+        // At most half the memory budget for small blobs and a quarter for big ones.
+        self.maxPendingBytes = min(maxPendingBytes, memory.total / 2)
         self.largeBlob = largeBlob
-        self.maxLargeBytes = maxLargeBytes
+        self.maxLargeBytes = min(maxLargeBytes, memory.total / 4)
     }
 
     private func shard(_ id: ObjectID) -> PendingShard {
@@ -86,7 +93,10 @@ final class CacheFiller: BlobSource {
     // MARK: inside
 
     private func reserve(_ id: ObjectID, _ bytes: BlobBuffer) -> Bool {
-        budget.withLock { b in
+        // The bytes charged the memory budget when they were made; keeping them waits (bounded) for
+        // room, else the fill is dropped here and the chain stores the blob at once.
+        guard memory.waitForRoom(upTo: Self.roomWait) else { return false }
+        return budget.withLock { b in
             guard b.count < 65_536 else { return false }
             if bytes.count > largeBlob {
                 guard b.largeBytes + bytes.count <= maxLargeBytes else { return false }

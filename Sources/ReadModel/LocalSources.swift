@@ -5,29 +5,41 @@ import GitStore
 /// Blob contents opened lately, by id: the chain's first source, so reads that come without a file
 /// handle (the mount's no-open mode asks per request) do not reopen a cache entry each time. Bounded
 /// in bytes (a cache entry counts 64 KiB — it holds one descriptor —, a blob streaming into the cache
-/// 576 KiB — zlib's state and a ring of eight chunks —, content in memory its size; content bigger than the
-/// table's share per shard is not kept).
+/// 576 KiB — zlib's state and a ring of eight chunks —, content in anonymous memory its size, in file-backed
+/// memory 64 KiB; content bigger than the
+/// table's share per shard is not kept), and charged to the memory budget: a cache entry what it holds
+/// in memory (a small entry's record, else its descriptor), a stream and content in memory nothing more
+/// (their ring and buffer charged themselves when made), kept only while the budget has room.
 /// Thread-safe (sharded locks).
 final class OpenedContent: BlobSource {
     let name = "opened"
     let role = BlobSourceRole.held
     private let table: BoundedCache<ObjectID, LoadedBlob>
 
-    init(maxBytes: Int) { table = BoundedCache(maxBytes: maxBytes) }
+    init(maxBytes: Int, budget: MemoryBudget? = nil) { table = BoundedCache(maxBytes: maxBytes, budget: budget) }
 
     func size(of request: BlobRequest) -> Int? { table.value(for: request.id)?.size }
 
     func open(_ request: BlobRequest) -> LoadedBlob? { table.value(for: request.id) }
 
-    /// Keeps content a reader opened.
+    /// Keeps content a reader opened (unless the budget has no room for it).
     func remember(_ id: ObjectID, _ blob: LoadedBlob) {
         let bytes: Int
+        let charge: Int
         switch blob {
-        case .cached: bytes = 64 << 10
-        case .streaming: bytes = 576 << 10
-        case .memory(let b): bytes = b.count
+        case .cached(let entry):
+            bytes = 64 << 10
+            charge = entry.size <= 64 << 10 ? entry.storedSize + 512 : 1 << 10
+        case .streaming:
+            bytes = 576 << 10
+            charge = 0
+        case .memory(let b):
+            // File-backed content (a big blob inflated whole without a cache to stream into) holds a
+            // mapping, not anonymous memory: kept like a descriptor, so its reads do not inflate it again.
+            bytes = b.isFileBacked ? 64 << 10 : b.count
+            charge = 0
         }
-        table.set(blob, for: id, bytes: bytes)
+        table.set(blob, for: id, bytes: bytes, charge: charge)
     }
 
     /// Forgets content found damaged.

@@ -21,6 +21,8 @@ public final class Resolver: Sendable {
     public let origin: OriginSource
     let chain: BlobChain
     let logger: Logger
+    /// The one memory budget every in-memory holder of this resolver charges (see `MemoryBudget`).
+    public let budget: MemoryBudget
     private let views = Mutex<[String: RepoView]>([:])
     /// Trees parsed by read-ahead walks.
     let treesReadAhead = Atomic<Int>(0)
@@ -38,28 +40,37 @@ public final class Resolver: Sendable {
     ///     origin of blobless mirrors (`origin`) is asked after them all.
     ///   - logsFailures: log each object that cannot be read, and a cache that cannot store, once (a
     ///     mount); commands that report every failure themselves turn it off, so nothing is said twice.
+    ///   - budget: the memory budget the caches charge (the process's: the pack reader's buffers and
+    ///     delta-base cache, the pending fills and the streams charge it too).
     public init(store: MirrorStore, cache: ContentCache, treeCacheBytes: Int = 64 << 20,
                 memoryServeLimit: Int = 1 << 20, readAhead: (any ReadAheadHooks)? = nil,
                 loaders: [any BlobSource] = [PackSource()], logsFailures: Bool = true,
-                logger: Logger = Logger(label: "gitfs.resolver")) {
+                budget: MemoryBudget = .process, logger: Logger = Logger(label: "gitfs.resolver")) {
         self.store = store
         self.cache = cache
         self.readAhead = readAhead
-        self.trees = BoundedCache(maxBytes: treeCacheBytes)
-        self.sizes = BoundedCache(maxBytes: 8 << 20)
-        self.commits = BoundedCache(maxBytes: 4 << 20)
-        self.parents = BoundedCache(maxBytes: 16 << 20)
+        self.budget = budget
+        // Small-valued caches are capped at their share of the budget (so none can starve the others);
+        // parsed trees and opened contents keep their own caps (a generation per shard must hold a big
+        // tree, a stream or a 2 MiB blob); the budget bounds them all together.
+        let total = budget.total
+        LibGit2.shareMemoryBudget(budget)
+        self.trees = BoundedCache(maxBytes: treeCacheBytes, budget: budget)
+        self.sizes = BoundedCache(maxBytes: min(8 << 20, total / 16), budget: budget)
+        self.commits = BoundedCache(maxBytes: min(4 << 20, total / 32), budget: budget)
+        self.parents = BoundedCache(maxBytes: min(16 << 20, total / 8), budget: budget)
         self.logger = logger
         var held: [any BlobSource] = []
         if let pending = readAhead?.pendingContent { held.append(pending) }
         held.append(CacheSource(cache: cache))
-        // Deltified blobs rebuilt whole, when big, live in files of the cache's tmp/ (not anonymous memory).
-        if cache.isInitialised { BlobBuffer.useScratchFolder(cache.temporaryFolder) }
+        // Big blobs inflated or rebuilt whole live in files of the cache's tmp/ (not anonymous memory);
+        // where that cannot be written (a read-only cache, none), in $TMPDIR (BlobBuffer's fallback).
+        BlobBuffer.useScratchFolder(cache.isInitialised ? cache.temporaryFolder : nil)
         // Big whole blobs of the packs stream into this cache (finished in the background by a mount).
         let streamer = BlobStreamer(cache: cache, background: readAhead, logger: logger)
         let loaders = loaders.map { ($0 is PackSource) ? PackSource(streamer: streamer) : $0 }
         self.origin = OriginSource(cache: cache, packs: PackSource(streamer: streamer))
-        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20), sources: held + loaders + [origin],
+        chain = BlobChain(opened: OpenedContent(maxBytes: 64 << 20, budget: budget), sources: held + loaders + [origin],
                           memoryServeLimit: memoryServeLimit, logsFailures: logsFailures, logger: logger)
     }
 

@@ -50,9 +50,15 @@ public final class StreamingBlob: Sendable {
         init(chunkSize: Int) {
             self.chunkSize = chunkSize
             base = .allocate(byteCount: chunkSize * StreamingBlob.ringChunks, alignment: 16)
+            MemoryBudget.process.overdraw(Ring.charge(chunkSize))   // the ring and zlib's state: a stream must run
         }
         func slot(_ chunk: Int) -> UnsafeMutableRawPointer { base + (chunk % StreamingBlob.ringChunks) * chunkSize }
-        deinit { base.deallocate() }
+        /// What a stream charges the memory budget while it lives: its ring and zlib's state (~45 KiB).
+        static func charge(_ chunkSize: Int) -> Int { chunkSize * StreamingBlob.ringChunks + (64 << 10) }
+        deinit {
+            base.deallocate()
+            MemoryBudget.process.credit(Ring.charge(chunkSize))
+        }
     }
 
     init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter) {

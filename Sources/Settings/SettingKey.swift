@@ -25,6 +25,8 @@ public struct SettingKey: Sendable, Hashable {
                    help: "keep the content cache under this size while mounted (e.g. 10G)"),
         SettingKey(name: "remote-cache", kind: .url, environment: "GITFS_REMOTE_CACHE",
                    help: "a shared content cache: s3://BUCKET/PREFIX?endpoint=URL&region=R or http(s)://HOST/PATH (mount, prefetch, cat)"),
+        SettingKey(name: "memory-budget", kind: .size, environment: "GITFS_MEMORY_BUDGET",
+                   help: "what a mount (or cat, prefetch) keeps in memory for its caches, pending fills and streams, in all (e.g. 64M; at least 16M)"),
     ]
 
     public static func named(_ name: String) -> SettingKey? { all.first { $0.name == name } }
@@ -33,6 +35,7 @@ public struct SettingKey: Sendable, Hashable {
     public static let allowOther = named("allow-other")!
     public static let cacheMaxSize = named("cache-max-size")!
     public static let remoteCache = named("remote-cache")!
+    public static let memoryBudget = named("memory-budget")!
 
     /// `value` as it may be printed: URLs with any password, token or signature masked.
     public func display(_ value: String) -> String {
