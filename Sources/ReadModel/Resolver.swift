@@ -12,7 +12,7 @@ import Synchronization
 public final class Resolver: Sendable {
     public let store: MirrorStore
     public let cache: ContentCache
-    let trees: BoundedCache<ObjectID, TreeListing>
+    let trees: TreeCache
     let sizes: BoundedCache<ObjectID, Int>
     let commits: BoundedCache<ObjectID, CommitInfo>
     /// Blobless mirrors: the tree each blob was last listed in (the directory a fetch of it covers).
@@ -45,7 +45,7 @@ public final class Resolver: Sendable {
         self.store = store
         self.cache = cache
         self.readAhead = readAhead
-        self.trees = BoundedCache(maxBytes: treeCacheBytes)
+        self.trees = TreeCache(maxBytes: treeCacheBytes)
         self.sizes = BoundedCache(maxBytes: 8 << 20)
         self.commits = BoundedCache(maxBytes: 4 << 20)
         self.parents = BoundedCache(maxBytes: 16 << 20)
