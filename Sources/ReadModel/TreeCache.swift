@@ -10,7 +10,7 @@ import Synchronization
 /// half), where the most recently used big trees stay while they fit.
 /// Thread-safe: ordinary trees take only their shard's lock; the big-tree list has one lock, held
 /// only to scan its few entries (at most `maxBytes / 2` over the smallest big tree's size) or insert.
-final class TreeCache: Sendable {
+public final class TreeCache: Sendable {
     private struct Big {
         var entries: [(id: ObjectID, listing: TreeListing, bytes: Int)] = []   // least recent first
         var bytes = 0
@@ -18,18 +18,18 @@ final class TreeCache: Sendable {
 
     private let small: BoundedCache<ObjectID, TreeListing>
     /// Trees larger than this go to the big-tree list (the small cache would not keep them).
-    let bigThreshold: Int
+    public let bigThreshold: Int
     private let bigBudget: Int
     private let big = Mutex(Big())
 
-    init(maxBytes: Int) {
+    public init(maxBytes: Int) {
         let half = max(1, maxBytes / 2)
         small = BoundedCache(maxBytes: half, shardCount: 16)
         bigThreshold = max(1, half / 16 / 2)   // BoundedCache's share of one generation
         bigBudget = half
     }
 
-    func value(for id: ObjectID) -> TreeListing? {
+    public func value(for id: ObjectID) -> TreeListing? {
         if let t = small.value(for: id) { return t }
         return big.withLock { b -> TreeListing? in
             guard let i = b.entries.lastIndex(where: { $0.id == id }) else { return nil }
@@ -40,7 +40,7 @@ final class TreeCache: Sendable {
     }
 
     /// Stores a parsed tree with its approximate size; a tree bigger than half the budget is not kept.
-    func set(_ listing: TreeListing, for id: ObjectID, bytes: Int) {
+    public func set(_ listing: TreeListing, for id: ObjectID, bytes: Int) {
         guard bytes > bigThreshold else { return small.set(listing, for: id, bytes: bytes) }
         guard bytes <= bigBudget else { return }
         big.withLock { b in
@@ -52,5 +52,5 @@ final class TreeCache: Sendable {
     }
 
     /// Bytes held (for tests and stats).
-    var bytes: Int { small.bytes + big.withLock { $0.bytes } }
+    public var bytes: Int { small.bytes + big.withLock { $0.bytes } }
 }
