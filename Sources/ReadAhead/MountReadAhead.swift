@@ -5,10 +5,10 @@ import Logging
 import ReadModel
 
 /// A mount's work off the read path, on one shared `BackgroundQueue`: the cache filler (fill lane:
-/// two threads at background priority), the speculator (read-ahead lane: two threads, listings
-/// walked before sibling blobs are loaded, a directory's blobs split between the threads) and the
-/// streams of big blobs into the cache (stream lane: two threads at normal priority, at most 64
-/// streams waiting; a stream not taken is driven by its readers alone). Plugged into the read model as its `ReadAheadHooks`.
+/// two threads at background priority), the speculator (read-ahead lane: one thread, listings
+/// walked before sibling blobs are loaded) and the streams of big blobs into the cache (stream lane:
+/// two threads at normal priority, at most 64 streams waiting; a stream not taken is driven by its
+/// readers alone). Plugged into the read model as its `ReadAheadHooks`.
 /// `shutdown()` drops what is queued, lets the stores in progress finish and joins every thread.
 /// Thread-safe.
 public final class MountReadAhead: ReadAheadHooks {
@@ -16,20 +16,17 @@ public final class MountReadAhead: ReadAheadHooks {
     private let filler: CacheFiller
     private let speculator: Speculator
     static let fillLane = 0, readAheadLane = 1, streamLane = 2
-    /// Threads of the read-ahead lane: a directory's blobs are loaded on both cores of a small machine
-    /// (one thread left a cold `grep -r` of deep delta chains waiting on one core).
-    static let readAheadThreads = 2
 
     public init(cache: ContentCache, logger: Logger, fillThreads: Int = 2) {
         queue = BackgroundQueue(lanes: [
             .init(threads: fillThreads, background: true, queueLimits: [65_536]),
-            .init(threads: Self.readAheadThreads, background: false, queueLimits: Speculator.queueLimits),
+            .init(threads: 1, background: false, queueLimits: Speculator.queueLimits),
             // Not at background priority: a reader's next chunks wait for this lane's compression once
             // the stream's ring is full.
             .init(threads: 2, background: false, queueLimits: [64]),
         ])
         filler = CacheFiller(cache: cache, logger: logger, queue: queue, lane: Self.fillLane)
-        speculator = Speculator(queue: queue, lane: Self.readAheadLane, parts: Self.readAheadThreads)
+        speculator = Speculator(queue: queue, lane: Self.readAheadLane)
     }
 
     public var pendingContent: any BlobSource { filler }

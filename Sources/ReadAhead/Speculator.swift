@@ -4,8 +4,8 @@ import GitStore
 import ReadModel
 import Synchronization
 
-/// Speculative, bounded work ahead of the readers, on the read-ahead lane of the background queue (its
-/// threads take walks first):
+/// Speculative, bounded work ahead of the readers, on the read-ahead lane of the background queue (one
+/// thread, walks first):
 /// - **Listings ahead** (`scheduleWalk`): when a directory is listed, its subtrees are parsed and the
 ///   sizes of their files read from the object headers (never inflated), depth first in the order
 ///   `find` and `tar` visit them, so their listings are answered from memory (like mesafs's child-listing
@@ -33,16 +33,8 @@ final class Speculator: Sendable {
         var walkedTrees = Set<ObjectID>()
     }
     private let state = Mutex(State())
-    /// One buffer per part of a directory's blobs for delivering them to feeds (only that part's job
-    /// touches it; parts of different directories may share one, hence the lock).
-    private final class FeedBuffer: Sendable {
-        let bytes = Mutex(UnsafeMutableRawBufferPointer(start: nil, count: 0))
-        deinit { bytes.withLock { $0.deallocate() } }
-    }
-    private let feedBuffers: [FeedBuffer]
-    /// A directory's blobs are loaded by this many jobs at once (the lane's threads), each taking every
-    /// `parts`-th file in listing order, so a sequential reader finds the next files loaded first.
-    let parts: Int
+    /// The buffer for delivering blobs to feeds (the lane has one thread; only its jobs touch it).
+    private let feedBuffer = Mutex(UnsafeMutableRawBufferPointer(start: nil, count: 0))
     /// Queue indexes within the lane, in priority order.
     static let walkQueue = 0, blobQueue = 1
     /// The lane's queue bounds: walks, directories.
@@ -53,9 +45,7 @@ final class Speculator: Sendable {
     /// Tree entries one walk visits at most.
     static let walkBudget = 32_768
 
-    init(queue: BackgroundQueue, lane: Int, parts: Int = 1, maxQueued: Int = 4096, maxBlobSize: Int = 1 << 20) {
-        self.parts = max(1, parts)
-        self.feedBuffers = (0..<max(1, parts)).map { _ in FeedBuffer() }
+    init(queue: BackgroundQueue, lane: Int, maxQueued: Int = 4096, maxBlobSize: Int = 1 << 20) {
         self.queue = queue
         self.lane = lane
         self.maxQueued = maxQueued
@@ -70,11 +60,8 @@ final class Speculator: Sendable {
             return s.scheduledFeeds.insert(feed.key).inserted
         }
         guard fresh else { return }
-        for part in 0..<parts {
-            if !queue.submit(lane: lane, queue: Self.blobQueue, { [self] in loadSiblings(view, tree: tree, feed: feed, part: part) }) {
-                if part == 0 { _ = state.withLock { $0.scheduledFeeds.remove(feed.key) } }   // dropped: may be scheduled again
-                return
-            }
+        if !queue.submit(lane: lane, queue: Self.blobQueue, { [self] in loadSiblings(view, tree: tree, feed: feed) }) {
+            _ = state.withLock { $0.scheduledFeeds.remove(feed.key) }   // dropped: may be scheduled again
         }
     }
 
@@ -84,18 +71,17 @@ final class Speculator: Sendable {
         queue.submit(lane: lane, queue: Self.walkQueue, { [self] in readListingsAhead(view, from: tree) })
     }
 
-    private func loadSiblings(_ view: RepoView, tree id: ObjectID, feed: SiblingFeed, part: Int) {
+    private func loadSiblings(_ view: RepoView, tree id: ObjectID, feed: SiblingFeed) {
         guard let tree = try? view.tree(id) else { return }
         var files = tree.entries.filter { $0.kind == .file || $0.kind == .executable }
         if let after = feed.after, let i = files.firstIndex(where: { $0.name == after }) {
             files.removeFirst(i + 1)   // a sequential reader is past these already
         }
         if files.count > Self.maxFilesPerDirectory { files.removeLast(files.count - Self.maxFilesPerDirectory) }
-        if parts > 1 { files = files.indices.filter { $0 % parts == part }.map { files[$0] } }
         state.withLock { $0.queuedBlobs += files.count }
         var remaining = files.count
         defer { state.withLock { $0.queuedBlobs -= remaining } }
-        var bytesLeft = Self.maxBytesPerDirectory / parts
+        var bytesLeft = Self.maxBytesPerDirectory
         for entry in files {
             remaining -= 1
             state.withLock { $0.queuedBlobs -= 1 }
@@ -104,7 +90,7 @@ final class Speculator: Sendable {
             bytesLeft -= size
             if bytesLeft < 0 { break }
             if size > 0, feed.wants(entry) {
-                deliver(entry, size: size, of: view, to: feed, buffer: feedBuffers[part])
+                deliver(entry, size: size, of: view, to: feed)
             } else {
                 _ = try? view.ensureCached(entry.oid, speculative: true)
             }
@@ -112,10 +98,9 @@ final class Speculator: Sendable {
     }
 
     /// Opens a blob (chain: cache, else one load from the packs) and hands its bytes to the feed.
-    private func deliver(_ entry: TreeEntry, size: Int, of view: RepoView, to feed: SiblingFeed,
-                         buffer: FeedBuffer) {
+    private func deliver(_ entry: TreeEntry, size: Int, of view: RepoView, to feed: SiblingFeed) {
         guard let content = try? view.openBlob(entry.oid, speculative: true), content.size == size else { return }
-        buffer.bytes.withLock { buffer in
+        feedBuffer.withLock { buffer in
             if buffer.count < size {
                 buffer.deallocate()
                 buffer = .allocate(byteCount: max(size, 64 << 10), alignment: 16)
@@ -153,4 +138,5 @@ final class Speculator: Sendable {
         }
     }
 
+    deinit { feedBuffer.withLock { $0.deallocate() } }
 }
