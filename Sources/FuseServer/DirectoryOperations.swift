@@ -71,25 +71,25 @@ extension FuseMount {
                     if added > remaining { break }
                 } else {
                     let entry = dir.entries[index - 2]
-                    let stop: Bool = dir.names[index - 2].withUnsafeBufferPointer { name -> Bool in
+                    let stop: Bool = dir.withName(index - 2) { name -> Bool in
                         if plus, entry.withoutAttributes {
                             // Node id 0: the kernel lists the name and type and links nothing (no lookup
                             // count taken); a LOOKUP brings the attributes when someone asks.
                             var e = fuse_entry_param()
                             e.attr = makeStat(table.existingIno(of: entry.node) ?? 0xffff_ffff, entry.attributes)
-                            added = fuse_add_direntry_plus(req, buffer + used, remaining, name.baseAddress, &e, nextOffset)
+                            added = fuse_add_direntry_plus(req, buffer + used, remaining, name, &e, nextOffset)
                             if added > remaining { return true }
                         } else if plus {
-                            let needed = fuse_add_direntry_plus(req, nil, 0, name.baseAddress, nil, 0)
+                            let needed = fuse_add_direntry_plus(req, nil, 0, name, nil, 0)
                             if needed > remaining { return true }
                             let childIno = table.retain(entry.node)
                             retained.append(childIno)
                             var e = makeEntry(childIno, entry.attributes)
-                            added = fuse_add_direntry_plus(req, buffer + used, remaining, name.baseAddress, &e, nextOffset)
+                            added = fuse_add_direntry_plus(req, buffer + used, remaining, name, &e, nextOffset)
                         } else {
                             let childIno = table.existingIno(of: entry.node) ?? 0xffff_ffff
                             var st = makeStat(childIno, entry.attributes)
-                            added = fuse_add_direntry(req, buffer + used, remaining, name.baseAddress, &st, nextOffset)
+                            added = fuse_add_direntry(req, buffer + used, remaining, name, &st, nextOffset)
                             if added > remaining { return true }
                         }
                         return false

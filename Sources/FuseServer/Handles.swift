@@ -12,10 +12,27 @@ final class HandleBox<Handle: Sendable> {
 /// indexes 0 and 1 are `.` and `..`).
 final class DirectoryHandle<Node: Hashable & Sendable>: @unchecked Sendable {  // immutable
     let entries: [DirectoryEntry<Node>]
-    let names: [[CChar]]   // NUL-terminated
+    /// Every name NUL-terminated, one after the other (one allocation, not one per entry).
+    private let names: [CChar]
+    private let nameStarts: [Int32]
     init(entries: [DirectoryEntry<Node>]) {
         self.entries = entries
-        self.names = entries.map { entry in entry.name.map { CChar(bitPattern: $0) } + [0] }
+        var names: [CChar] = []
+        names.reserveCapacity(entries.reduce(0) { $0 + $1.name.count + 1 })
+        var starts: [Int32] = []
+        starts.reserveCapacity(entries.count)
+        for entry in entries {
+            starts.append(Int32(names.count))
+            for byte in entry.name { names.append(CChar(bitPattern: byte)) }
+            names.append(0)
+        }
+        self.names = names
+        self.nameStarts = starts
+    }
+
+    /// Calls `body` with the NUL-terminated name of entry `i`.
+    func withName<R>(_ i: Int, _ body: (UnsafePointer<CChar>) -> R) -> R {
+        names.withUnsafeBufferPointer { body($0.baseAddress! + Int(nameStarts[i])) }
     }
 }
 

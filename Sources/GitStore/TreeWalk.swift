@@ -33,7 +33,8 @@ public struct TreeListing: Sendable {
 
     /// Approximate memory held, for bounded caches.
     public var approximateBytes: Int {
-        (entries + hidden).reduce(64) { $0 + $1.name.count * 2 + 96 }
+        let perEntry = { (sum: Int, e: TreeEntry) in sum + e.name.count * 2 + 96 }
+        return hidden.reduce(entries.reduce(64, perEntry), perEntry)
     }
 
     /// The longest name Linux can hold (NAME_MAX; what the mount's statfs reports as namemax).

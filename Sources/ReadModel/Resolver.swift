@@ -12,7 +12,7 @@ import Synchronization
 public final class Resolver: Sendable {
     public let store: MirrorStore
     public let cache: ContentCache
-    let trees: BoundedCache<ObjectID, TreeListing>
+    let trees: TreeCache
     let sizes: BoundedCache<ObjectID, Int>
     let commits: BoundedCache<ObjectID, CommitInfo>
     /// Blobless mirrors: the tree each blob was last listed in (the directory a fetch of it covers).
@@ -51,11 +51,11 @@ public final class Resolver: Sendable {
         self.readAhead = readAhead
         self.budget = budget
         // Small-valued caches are capped at their share of the budget (so none can starve the others);
-        // parsed trees and opened contents keep their own caps (a generation per shard must hold a big
-        // tree, a stream or a 2 MiB blob); the budget bounds them all together.
+        // parsed trees and opened contents keep their own caps (a big tree, a stream or a 2 MiB blob must
+        // fit); the budget bounds them all together.
         let total = budget.total
         LibGit2.shareMemoryBudget(budget)
-        self.trees = BoundedCache(maxBytes: treeCacheBytes, budget: budget)
+        self.trees = TreeCache(maxBytes: treeCacheBytes, budget: budget)
         self.sizes = BoundedCache(maxBytes: min(8 << 20, total / 16), budget: budget)
         self.commits = BoundedCache(maxBytes: min(4 << 20, total / 32), budget: budget)
         self.parents = BoundedCache(maxBytes: min(16 << 20, total / 8), budget: budget)

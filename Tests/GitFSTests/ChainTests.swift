@@ -197,4 +197,35 @@ struct ChainTests {
         #expect(lines.count == 1, "the failure is logged once with its object: \(lines)")
         #expect(lines.first?.contains("repository=r") == true, "\(lines)")
     }
+
+    /// A directory of tens of thousands of entries stays parsed: the tree cache used to drop a tree too
+    /// big for one of its shards' generations, and every LOOKUP of one of its names parsed it again.
+    @Test func theTreeCacheKeepsABigTreeWithinItsBudget() {
+        func id(_ i: Int) -> ObjectID { ObjectID(hex: String(format: "%040x", i))! }
+        func listing(_ entries: Int) -> TreeListing {
+            TreeListing((0..<entries).map { TreeEntry(name: Array("f\($0)".utf8), mode: 0o100644, oid: id($0)) })
+        }
+        let cache = TreeCache(maxBytes: 64 << 20)
+        let big = listing(20_000)
+        #expect(big.approximateBytes > cache.bigThreshold, "the test's tree is not big")
+        cache.set(big, for: id(1), bytes: big.approximateBytes)
+        cache.set(listing(3), for: id(2), bytes: 400)
+        #expect(cache.value(for: id(1))?.entries.count == 20_000, "the big tree was dropped")
+        #expect(cache.value(for: id(2))?.entries.count == 3, "a small tree was dropped")
+        // Big trees past half the budget: the least recently used go first, the bound holds.
+        for i in 10..<30 { cache.set(big, for: id(i), bytes: 8 << 20) }
+        #expect(cache.bytes <= 64 << 20, "\(cache.bytes) bytes held")
+        #expect(cache.value(for: id(29)) != nil && cache.value(for: id(10)) == nil)
+        cache.set(big, for: id(99), bytes: 40 << 20)
+        #expect(cache.value(for: id(99)) == nil, "a tree bigger than half the budget was kept")
+
+        // With a memory budget: every big tree kept is charged, the budget's headroom is left free (its
+        // own oldest trees go first), and what is dropped is credited.
+        let budget = MemoryBudget(total: 32 << 20)
+        let charged = TreeCache(maxBytes: 64 << 20, budget: budget)
+        for i in 10..<20 { charged.set(big, for: id(i), bytes: 8 << 20) }
+        #expect(budget.usedBytes == charged.bytes, "charged \(budget.usedBytes), held \(charged.bytes)")
+        #expect(budget.usedBytes <= budget.total - budget.headroom, "\(budget.usedBytes) bytes charged")
+        #expect(charged.value(for: id(19)) != nil && charged.value(for: id(10)) == nil)
+    }
 }
