@@ -6,15 +6,22 @@ import Synchronization
 
 /// A big blob being streamed from its pack into the content cache: its zlib stream (CRC-32 checked
 /// before the first byte) is inflated in order, one 64 KiB chunk at a time, into a ring of a few chunks,
-/// from which reads are answered at once; each chunk is then compressed into the cache entry being
-/// written (`EntryWriter`), from which reads of chunks that left the ring are answered. Inflating (one
-/// at a time, under the inflater lock) is done by whoever needs the next chunk — a reader further on,
-/// or the background job; compressing and writing (one at a time, under the writer lock) by the
-/// background job, or by an inflater that finds the ring full. So a reader waits for its own chunk's
-/// inflation only, and a mount's background thread compresses meanwhile. When the last chunk is written
-/// and the stream ended at its Adler-32 with exactly the blob's size, the entry is published; a stream
-/// that fails is never published, and every later read of it is an I/O error. Memory: zlib's state and
-/// the ring (`ringChunks` chunks), whatever the size. Thread-safe (lock order: inflater, writer, state).
+/// from which reads are answered at once; the cache fill copies each chunk out of the ring, compresses
+/// it and appends it to the cache entry being written (`EntryWriter`), from which reads of chunks that
+/// left the ring are answered.
+///
+/// Two modes. With a background fill (`fillsInBackground`, set once a mount's stream lane took the
+/// job) the reader's path only inflates: a full ring is overwritten whether or not the fill has copied
+/// its oldest chunk. A fill that fell behind so goes on in a second pass of its own — a second
+/// `BlobStream` of the same entry (CRC-32 checked again), inflated up to the first chunk it lacks and
+/// on from there — so it never throttles the reader; a reader that wants a chunk neither in the ring nor
+/// written yet (a seek backwards) drives that pass itself. Without one (`gitfs cat`, a refused job),
+/// the inflater writes a ring slot's chunk itself before reusing the slot, and the fill rides along.
+///
+/// The entry is published once its last chunk is written, from a stream that ended at its Adler-32
+/// with exactly the blob's size; a stream that fails is never published, and every later read of it is
+/// an I/O error. Memory, whatever the size: the ring (`ringChunks` chunks), the fill's one-chunk
+/// scratch buffer and at most two zlib states. Thread-safe (lock order: inflater, fill, state).
 public final class StreamingBlob: Sendable {
     public let id: ObjectID
     public let size: Int
@@ -22,18 +29,20 @@ public final class StreamingBlob: Sendable {
     private let writer: EntryWriter
     private let chunkSize: Int
     private let chunkCount: Int
-    /// The inflater (used under its lock only).
+    /// The inflater of the readers' path (used under its lock only).
     private let inflater: Mutex<BlobStream>
-    /// Serializes compressing and appending chunks.
-    private let writing = Mutex(())
+    /// The cache fill: serializes copying, compressing and appending chunks.
+    private let filling: Mutex<Fill>
     private let ring: Ring
     private let state = Mutex(State())
+    /// True once a background job finishes the entry: the inflater then never writes chunks itself.
+    private let background = Atomic<Bool>(false)
 
     /// Chunks held in memory between inflation and the cache entry.
     static let ringChunks = 8
 
     private struct State {
-        /// Chunks inflated so far (each in the ring until written).
+        /// Chunks inflated so far by the readers' inflater.
         var inflated = 0
         /// Which chunk each ring slot holds (-1: none, or being filled).
         var slots = [Int](repeating: -1, count: StreamingBlob.ringChunks)
@@ -42,8 +51,8 @@ public final class StreamingBlob: Sendable {
     }
 
     /// The ring's memory: `ringChunks` chunks of `chunkSize` bytes. A slot is written only by the
-    /// inflater, after it claimed the slot under the state lock; read under the state lock (copies to
-    /// readers) or by the writer for a chunk inflated and not yet written (its slot cannot be claimed).
+    /// inflater, after it claimed the slot under the state lock; read under the state lock only
+    /// (copies to readers and to the fill).
     private final class Ring: @unchecked Sendable {
         let base: UnsafeMutableRawPointer
         let chunkSize: Int
@@ -55,7 +64,22 @@ public final class StreamingBlob: Sendable {
         deinit { base.deallocate() }
     }
 
-    init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter) {
+    /// The cache fill's own memory (used under the fill lock only): one chunk to compress from, and
+    /// the second-pass stream once the fill fell behind the ring.
+    private final class Fill: @unchecked Sendable {
+        let scratch: UnsafeMutableRawPointer
+        /// Opens a second stream of the same entry (CRC-32 checked again); nil when it cannot.
+        let reopen: @Sendable () throws(GitStoreError) -> BlobStream?
+        var second: BlobStream?
+        init(chunkSize: Int, reopen: @escaping @Sendable () throws(GitStoreError) -> BlobStream?) {
+            scratch = .allocate(byteCount: chunkSize, alignment: 16)
+            self.reopen = reopen
+        }
+        deinit { scratch.deallocate() }
+    }
+
+    init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter,
+         reopen: @escaping @Sendable () throws(GitStoreError) -> BlobStream? = { nil }) {
         self.id = id
         self.size = stream.size
         self.repository = repository
@@ -63,6 +87,7 @@ public final class StreamingBlob: Sendable {
         self.chunkSize = writer.chunkSize
         self.chunkCount = writer.chunkCount
         self.inflater = Mutex(stream)
+        self.filling = Mutex(Fill(chunkSize: writer.chunkSize, reopen: reopen))
         self.ring = Ring(chunkSize: writer.chunkSize)
     }
 
@@ -73,6 +98,10 @@ public final class StreamingBlob: Sendable {
     public var isPublished: Bool { writer.isPublished }
 
     var isFailed: Bool { state.withLock { $0.failure != nil } }
+
+    /// Says that a background job finishes the entry (`finish`): from now on the readers' inflater
+    /// never waits for the fill.
+    func fillsInBackground() { background.store(true, ordering: .releasing) }
 
     private func plainLength(_ chunk: Int) -> Int { min(chunkSize, size - chunk * chunkSize) }
 
@@ -88,13 +117,13 @@ public final class StreamingBlob: Sendable {
             // In the ring: copied under the state lock (the slot cannot be reclaimed meanwhile).
             let inChunk = pos - chunk * chunkSize
             let take = min(total - done, plainLength(chunk) - inChunk)
-            let copied = state.withLock { s -> Bool? in
+            let copied = state.withLock { s -> (Bool, Int)? in
                 if s.failure != nil { return nil }
-                guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return false }
+                guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return (false, s.inflated) }
                 (buffer.baseAddress! + done).copyMemory(from: ring.slot(chunk) + inChunk, byteCount: take)
-                return true
+                return (true, s.inflated)
             }
-            guard let copied else { throw failed() }
+            guard let (copied, inflated) = copied else { throw failed() }
             if copied {
                 done += take
                 continue
@@ -111,7 +140,13 @@ public final class StreamingBlob: Sendable {
                 done += n
                 continue
             }
-            try inflate(through: chunk)
+            if chunk >= inflated {
+                try inflate(through: chunk)
+            } else if try !writeNext(), writer.chunksWritten <= chunk {
+                // Left the ring before the fill took it: the fill's second pass brings it (this reader
+                // drives it, a chunk per turn); nothing to write and still not written cannot be.
+                throw fail("chunk \(chunk) is neither in the ring nor written")
+            }
         }
         return done
     }
@@ -124,11 +159,12 @@ public final class StreamingBlob: Sendable {
         var steps = 0
         while writer.chunksWritten < chunkCount {
             steps += 1
-            if steps % 16 == 0, stopping() {
+            if steps % 4 == 0, stopping() {
                 abandon("the mount is stopping")
                 throw failed()
             }
             if try !writeNext() {
+                // The fill caught up with the readers: it inflates on itself, into the ring.
                 let next = state.withLock { $0.inflated }
                 if next < chunkCount { try inflate(through: next) }
             }
@@ -142,34 +178,32 @@ public final class StreamingBlob: Sendable {
     /// Gives up on the entry: it is discarded, never published, and reads of it fail.
     func abandon(_ why: String) {
         state.withLock { s in if s.failure == nil { s.failure = why } }
-        writing.withLock { _ in writer.discard() }
+        filling.withLock { _ in writer.discard() }
     }
 
-    /// Inflates chunks in order until chunk `last` is inflated, one per turn of the inflater lock;
-    /// a full ring has its oldest chunk written first.
+    /// Inflates chunks in order until chunk `last` is inflated, one per turn of the inflater lock.
+    /// Without a background fill, a full ring has its oldest chunk written first; with one, the oldest
+    /// slot is simply reused (the fill, if it had not copied it yet, goes on in its second pass).
     private func inflate(through last: Int) throws(ResolverError) {
         while true {
             let outcome = inflater.withLock { stream -> Result<Bool, ResolverError> in
                 let (k, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
                 if failed { return .failure(self.failed()) }
                 if k > last { return .success(true) }
-                // The slot of chunk k held chunk k - ringChunks: it must be written before it is reused.
-                while writer.chunksWritten <= k - Self.ringChunks {
-                    let wrote: Bool
-                    do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
-                    if !wrote, writer.chunksWritten <= k - Self.ringChunks { return .failure(fail("chunk \(k - Self.ringChunks) was not written")) }
+                if !background.load(ordering: .acquiring) {
+                    // The slot of chunk k held chunk k - ringChunks: written first when nobody else will.
+                    while writer.chunksWritten <= k - Self.ringChunks {
+                        let wrote: Bool
+                        do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
+                        if !wrote, writer.chunksWritten <= k - Self.ringChunks { return .failure(fail("chunk \(k - Self.ringChunks) was not written")) }
+                    }
                 }
                 state.withLock { $0.slots[k % Self.ringChunks] = -1 }
                 let length = plainLength(k)
                 let slot = UnsafeMutableRawBufferPointer(start: ring.slot(k), count: length)
                 do throws(GitStoreError) {
                     // The last chunk's read also checks that the stream ends there, at its Adler-32.
-                    var done = 0
-                    while done < length {
-                        let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[done...]))
-                        guard n > 0 else { return .failure(fail("its stream ended early")) }
-                        done += n
-                    }
+                    try Self.readChunk(stream, into: slot)
                 } catch {
                     return .failure(fail(error.message))
                 }
@@ -187,21 +221,66 @@ public final class StreamingBlob: Sendable {
         }
     }
 
-    /// Compresses and appends the oldest inflated chunk not yet written (publishing the entry after the
-    /// last); false when there is none.
+    /// Fills `buffer` from `stream` (its next bytes); a stream that ends first throws `.corrupt`.
+    private static func readChunk(_ stream: BlobStream, into buffer: UnsafeMutableRawBufferPointer) throws(GitStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            guard n > 0 else { throw GitStoreError(.corrupt, "its stream ended early") }
+            done += n
+        }
+    }
+
+    /// Compresses and appends the next chunk the entry lacks (publishing the entry after the last): from
+    /// the ring while it is there, else from the fill's second pass; false when that chunk is not
+    /// inflated yet and no second pass runs (the caller inflates on).
     private func writeNext() throws(ResolverError) -> Bool {
-        let outcome = writing.withLock { _ -> Result<Bool, ResolverError> in
+        let outcome = filling.withLock { fill -> Result<Bool, ResolverError> in
             let w = writer.chunksWritten
-            let (inflated, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
-            if failed { return .failure(self.failed()) }
-            guard w < inflated, w < chunkCount else { return .success(false) }
-            do { try writer.append(UnsafeRawBufferPointer(start: ring.slot(w), count: plainLength(w))) } catch {
+            guard w < chunkCount else { return .success(false) }
+            let length = plainLength(w)
+            let plain = UnsafeMutableRawBufferPointer(start: fill.scratch, count: length)
+            enum From { case ring, lost, notYet, failed }
+            let from = state.withLock { s -> From in
+                if s.failure != nil { return .failed }
+                if fill.second != nil { return .lost }
+                guard w < s.inflated else { return .notYet }
+                guard s.slots[w % Self.ringChunks] == w else { return .lost }
+                plain.copyMemory(from: UnsafeRawBufferPointer(start: ring.slot(w), count: length))
+                return .ring
+            }
+            switch from {
+            case .failed: return .failure(self.failed())
+            case .notYet: return .success(false)
+            case .ring: break
+            case .lost:
+                do throws(GitStoreError) { try secondPass(fill, chunk: w, into: plain) } catch {
+                    return .failure(fail("its second pass: \(error.message)"))
+                }
+            }
+            do { try writer.append(UnsafeRawBufferPointer(plain)) } catch {
                 return .failure(fail("\(error)"))
             }
             if w + 1 == chunkCount { _ = try? writer.publish() }
             return .success(true)
         }
         return try outcome.get()
+    }
+
+    /// Inflates chunk `w` with the fill's own stream, opening it (and inflating up to `w`) the first
+    /// time; its last chunk's read checks the stream's end (Adler-32, size) like the first pass's.
+    private func secondPass(_ fill: Fill, chunk w: Int, into plain: UnsafeMutableRawBufferPointer) throws(GitStoreError) {
+        if fill.second == nil {
+            guard let s = try fill.reopen() else { throw GitStoreError(.corrupt, "the entry cannot be read again") }
+            var skipped = 0
+            let whole = UnsafeMutableRawBufferPointer(start: fill.scratch, count: chunkSize)
+            while skipped < w {
+                try Self.readChunk(s, into: UnsafeMutableRawBufferPointer(rebasing: whole[0..<plainLength(skipped)]))
+                skipped += 1
+            }
+            fill.second = s
+        }
+        try Self.readChunk(fill.second!, into: plain)
     }
 
     /// The error a reader gets once the stream failed; the entry is discarded.
@@ -255,7 +334,9 @@ public final class BlobStreamer: Sendable {
         }
         let writer: EntryWriter
         do { writer = try cache.beginEntry(r.id, size: source.size) } catch { return nil }
-        let made = StreamingBlob(id: r.id, repository: r.repository.name, stream: source, writer: writer)
+        let repository = r.repository, id = r.id, threshold = self.threshold
+        let made = StreamingBlob(id: r.id, repository: r.repository.name, stream: source, writer: writer,
+                                 reopen: { () throws(GitStoreError) in try repository.blobStream(id, minimumSize: threshold) })
         let s = live.withLock { map -> StreamingBlob in
             if let other = map[r.id]?.stream, !other.isFailed { return other }
             map = map.filter { $0.value.stream != nil }
@@ -265,13 +346,14 @@ public final class BlobStreamer: Sendable {
         guard s === made else { return s }
         if let background {
             let logger = self.logger
-            _ = background.background({ stopping in
+            let taken = background.background({ stopping in
                 do {
                     if let e = try made.finish(stopping: stopping) {
                         logger.error("a streamed blob could not be stored in the cache", metadata: ["object": "\(made.id)", "error": "\(e)"])
                     }
                 } catch {}
             }, dropped: { made.abandon("the mount is stopping") })
+            if taken { made.fillsInBackground() }
         }
         return made
     }
