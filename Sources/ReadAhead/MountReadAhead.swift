@@ -7,7 +7,7 @@ import ReadModel
 /// A mount's work off the read path, on one shared `BackgroundQueue`: the cache filler (fill lane:
 /// two threads at background priority), the speculator (read-ahead lane: one thread, listings
 /// walked before sibling blobs are loaded) and the streams of big blobs into the cache (stream lane:
-/// two threads at background priority, at most 64 streams waiting; a stream not taken is driven by its
+/// two threads at normal priority, at most 64 streams waiting; a stream not taken is driven by its
 /// readers alone). Plugged into the read model as its `ReadAheadHooks`.
 /// `shutdown()` drops what is queued, lets the stores in progress finish and joins every thread.
 /// Thread-safe.
@@ -21,9 +21,9 @@ public final class MountReadAhead: ReadAheadHooks {
         queue = BackgroundQueue(lanes: [
             .init(threads: fillThreads, background: true, queueLimits: [65_536]),
             .init(threads: 1, background: false, queueLimits: Speculator.queueLimits),
-            // At background priority: a stream's readers never wait for its fill (a fill that falls
-            // behind the ring goes on in a second pass of its own).
-            .init(threads: 2, background: true, queueLimits: [64]),
+            // Not at background priority: a fill that keeps pace with its readers needs no second pass,
+            // and a reader still copying a chunk of the ring waits for its compression (StreamingBlob).
+            .init(threads: 2, background: false, queueLimits: [64]),
         ])
         filler = CacheFiller(cache: cache, logger: logger, queue: queue, lane: Self.fillLane)
         speculator = Speculator(queue: queue, lane: Self.readAheadLane)

@@ -3,6 +3,9 @@ import ContentCache
 import GitStore
 import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A big blob being streamed from its pack into the content cache: its zlib stream (CRC-32 checked
 /// before the first byte) is inflated in order, one 64 KiB chunk at a time, into a ring of a few chunks,
@@ -48,6 +51,11 @@ public final class StreamingBlob: Sendable {
         var slots = [Int](repeating: -1, count: StreamingBlob.ringChunks)
         /// Why the stream failed (then nothing more is served).
         var failure: String?
+        /// The chunks each reader in progress still needs (from its current chunk to its last), by token.
+        var readers: [Int: ClosedRange<Int>] = [:]
+        var nextReader = 0
+        /// True when a reader in progress still needs chunk `c`.
+        func needed(_ c: Int) -> Bool { readers.values.contains { $0.contains(c) } }
     }
 
     /// The ring's memory: `ringChunks` chunks of `chunkSize` bytes. A slot is written only by the
@@ -71,6 +79,8 @@ public final class StreamingBlob: Sendable {
         /// Opens a second stream of the same entry (CRC-32 checked again); nil when it cannot.
         let reopen: @Sendable () throws(GitStoreError) -> BlobStream?
         var second: BlobStream?
+        /// The next chunk the second pass produces.
+        var secondAt = 0
         init(chunkSize: Int, reopen: @escaping @Sendable () throws(GitStoreError) -> BlobStream?) {
             scratch = .allocate(byteCount: chunkSize, alignment: 16)
             self.reopen = reopen
@@ -110,6 +120,14 @@ public final class StreamingBlob: Sendable {
     public func read(offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ResolverError) -> Int {
         guard offset < size, buffer.count > 0 else { return 0 }
         let total = min(buffer.count, size - offset)
+        // Said while reading: the inflater writes a chunk this reader still needs before it reuses its slot.
+        let last = (offset + total - 1) / chunkSize
+        let token = state.withLock { s -> Int in
+            s.nextReader += 1
+            s.readers[s.nextReader] = (offset / chunkSize)...last
+            return s.nextReader
+        }
+        defer { state.withLock { _ = $0.readers.removeValue(forKey: token) } }
         var done = 0
         while done < total {
             let pos = offset + done
@@ -119,6 +137,7 @@ public final class StreamingBlob: Sendable {
             let take = min(total - done, plainLength(chunk) - inChunk)
             let copied = state.withLock { s -> (Bool, Int)? in
                 if s.failure != nil { return nil }
+                s.readers[token] = chunk...last
                 guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return (false, s.inflated) }
                 (buffer.baseAddress! + done).copyMemory(from: ring.slot(chunk) + inChunk, byteCount: take)
                 return (true, s.inflated)
@@ -164,8 +183,11 @@ public final class StreamingBlob: Sendable {
                 throw failed()
             }
             if try !writeNext() {
-                // The fill caught up with the readers: it inflates on itself, into the ring.
+                // The fill caught up with the readers. With readers still going (a background fill, the
+                // readers' inflater moved lately) it waits for them: a fill at background priority
+                // holding the inflater would hold up a reader. Otherwise it inflates on itself.
                 let next = state.withLock { $0.inflated }
+                if background.load(ordering: .acquiring), readersMoved(since: next) { continue }
                 if next < chunkCount { try inflate(through: next) }
             }
         }
@@ -174,6 +196,18 @@ public final class StreamingBlob: Sendable {
         do { try writer.publish() } catch { return error }
         return nil
     }
+
+    /// True when the readers' inflater went past chunk `next` within `idleMilliseconds` (polled).
+    private func readersMoved(since next: Int) -> Bool {
+        for _ in 0..<Self.idleMilliseconds {
+            usleep(1000)
+            if state.withLock({ $0.inflated > next || $0.failure != nil }) { return true }
+        }
+        return false
+    }
+
+    /// How long readers may pause before a background fill inflates on by itself.
+    static let idleMilliseconds = 50
 
     /// Gives up on the entry: it is discarded, never published, and reads of it fail.
     func abandon(_ why: String) {
@@ -190,12 +224,15 @@ public final class StreamingBlob: Sendable {
                 let (k, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
                 if failed { return .failure(self.failed()) }
                 if k > last { return .success(true) }
-                if !background.load(ordering: .acquiring) {
-                    // The slot of chunk k held chunk k - ringChunks: written first when nobody else will.
-                    while writer.chunksWritten <= k - Self.ringChunks {
+                // The slot of chunk k held chunk k - ringChunks: written first when nobody else will, or
+                // when a reader in progress still needs it (a reader of an earlier range, behind this one).
+                let old = k - Self.ringChunks
+                if old >= 0, writer.chunksWritten <= old,
+                   !background.load(ordering: .acquiring) || state.withLock({ $0.needed(old) }) {
+                    while writer.chunksWritten <= old {
                         let wrote: Bool
                         do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
-                        if !wrote, writer.chunksWritten <= k - Self.ringChunks { return .failure(fail("chunk \(k - Self.ringChunks) was not written")) }
+                        if !wrote, writer.chunksWritten <= old { return .failure(fail("chunk \(old) was not written")) }
                     }
                 }
                 state.withLock { $0.slots[k % Self.ringChunks] = -1 }
@@ -243,7 +280,6 @@ public final class StreamingBlob: Sendable {
             enum From { case ring, lost, notYet, failed }
             let from = state.withLock { s -> From in
                 if s.failure != nil { return .failed }
-                if fill.second != nil { return .lost }
                 guard w < s.inflated else { return .notYet }
                 guard s.slots[w % Self.ringChunks] == w else { return .lost }
                 plain.copyMemory(from: UnsafeRawBufferPointer(start: ring.slot(w), count: length))
@@ -267,20 +303,23 @@ public final class StreamingBlob: Sendable {
         return try outcome.get()
     }
 
-    /// Inflates chunk `w` with the fill's own stream, opening it (and inflating up to `w`) the first
-    /// time; its last chunk's read checks the stream's end (Adler-32, size) like the first pass's.
+    /// Inflates chunk `w` with the fill's own stream, opening it the first time and inflating on up to
+    /// `w` (chunks the ring gave meanwhile are skipped); its last chunk's read checks the stream's end
+    /// (Adler-32, size) like the first pass's.
     private func secondPass(_ fill: Fill, chunk w: Int, into plain: UnsafeMutableRawBufferPointer) throws(GitStoreError) {
         if fill.second == nil {
             guard let s = try fill.reopen() else { throw GitStoreError(.corrupt, "the entry cannot be read again") }
-            var skipped = 0
-            let whole = UnsafeMutableRawBufferPointer(start: fill.scratch, count: chunkSize)
-            while skipped < w {
-                try Self.readChunk(s, into: UnsafeMutableRawBufferPointer(rebasing: whole[0..<plainLength(skipped)]))
-                skipped += 1
-            }
             fill.second = s
+            fill.secondAt = 0
         }
-        try Self.readChunk(fill.second!, into: plain)
+        let second = fill.second!
+        let whole = UnsafeMutableRawBufferPointer(start: fill.scratch, count: chunkSize)
+        while fill.secondAt < w {
+            try Self.readChunk(second, into: UnsafeMutableRawBufferPointer(rebasing: whole[0..<plainLength(fill.secondAt)]))
+            fill.secondAt += 1
+        }
+        try Self.readChunk(second, into: plain)
+        fill.secondAt = w + 1
     }
 
     /// The error a reader gets once the stream failed; the entry is discarded.
