@@ -21,8 +21,8 @@ public final class MountReadAhead: ReadAheadHooks {
         queue = BackgroundQueue(lanes: [
             .init(threads: fillThreads, background: true, queueLimits: [65_536]),
             .init(threads: 1, background: false, queueLimits: Speculator.queueLimits),
-            // Not at background priority: a fill that keeps pace with its readers needs no second pass,
-            // and a reader still copying a chunk of the ring waits for its compression (StreamingBlob).
+            // Not at background priority: a reader's next chunks wait for this lane's compression once
+            // the stream's ring is full.
             .init(threads: 2, background: false, queueLimits: [64]),
         ])
         filler = CacheFiller(cache: cache, logger: logger, queue: queue, lane: Self.fillLane)

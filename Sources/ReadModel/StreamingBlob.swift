@@ -3,28 +3,18 @@ import ContentCache
 import GitStore
 import Logging
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A big blob being streamed from its pack into the content cache: its zlib stream (CRC-32 checked
 /// before the first byte) is inflated in order, one 64 KiB chunk at a time, into a ring of a few chunks,
-/// from which reads are answered at once; the cache fill copies each chunk out of the ring, compresses
-/// it and appends it to the cache entry being written (`EntryWriter`), from which reads of chunks that
-/// left the ring are answered.
-///
-/// Two modes. With a background fill (`fillsInBackground`, set once a mount's stream lane took the
-/// job) the reader's path only inflates: a full ring is overwritten whether or not the fill has copied
-/// its oldest chunk. A fill that fell behind so goes on in a second pass of its own — a second
-/// `BlobStream` of the same entry (CRC-32 checked again), inflated up to the first chunk it lacks and
-/// on from there — so it never throttles the reader; a reader that wants a chunk neither in the ring nor
-/// written yet (a seek backwards) drives that pass itself. Without one (`gitfs cat`, a refused job),
-/// the inflater writes a ring slot's chunk itself before reusing the slot, and the fill rides along.
-///
-/// The entry is published once its last chunk is written, from a stream that ended at its Adler-32
-/// with exactly the blob's size; a stream that fails is never published, and every later read of it is
-/// an I/O error. Memory, whatever the size: the ring (`ringChunks` chunks), the fill's one-chunk
-/// scratch buffer and at most two zlib states. Thread-safe (lock order: inflater, fill, state).
+/// from which reads are answered at once; each chunk is then compressed into the cache entry being
+/// written (`EntryWriter`), from which reads of chunks that left the ring are answered. Inflating (one
+/// at a time, under the inflater lock) is done by whoever needs the next chunk — a reader further on,
+/// or the background job; compressing and writing (one at a time, under the writer lock) by the
+/// background job, or by an inflater that finds the ring full. So a reader waits for its own chunk's
+/// inflation only, and a mount's background thread compresses meanwhile. When the last chunk is written
+/// and the stream ended at its Adler-32 with exactly the blob's size, the entry is published; a stream
+/// that fails is never published, and every later read of it is an I/O error. Memory: zlib's state and
+/// the ring (`ringChunks` chunks), whatever the size. Thread-safe (lock order: inflater, writer, state).
 public final class StreamingBlob: Sendable {
     public let id: ObjectID
     public let size: Int
@@ -32,35 +22,28 @@ public final class StreamingBlob: Sendable {
     private let writer: EntryWriter
     private let chunkSize: Int
     private let chunkCount: Int
-    /// The inflater of the readers' path (used under its lock only).
+    /// The inflater (used under its lock only).
     private let inflater: Mutex<BlobStream>
-    /// The cache fill: serializes copying, compressing and appending chunks.
-    private let filling: Mutex<Fill>
+    /// Serializes compressing and appending chunks.
+    private let writing = Mutex(())
     private let ring: Ring
     private let state = Mutex(State())
-    /// True once a background job finishes the entry: the inflater then never writes chunks itself.
-    private let background = Atomic<Bool>(false)
 
     /// Chunks held in memory between inflation and the cache entry.
     static let ringChunks = 8
 
     private struct State {
-        /// Chunks inflated so far by the readers' inflater.
+        /// Chunks inflated so far (each in the ring until written).
         var inflated = 0
         /// Which chunk each ring slot holds (-1: none, or being filled).
         var slots = [Int](repeating: -1, count: StreamingBlob.ringChunks)
         /// Why the stream failed (then nothing more is served).
         var failure: String?
-        /// The chunks each reader in progress still needs (from its current chunk to its last), by token.
-        var readers: [Int: ClosedRange<Int>] = [:]
-        var nextReader = 0
-        /// True when a reader in progress still needs chunk `c`.
-        func needed(_ c: Int) -> Bool { readers.values.contains { $0.contains(c) } }
     }
 
     /// The ring's memory: `ringChunks` chunks of `chunkSize` bytes. A slot is written only by the
-    /// inflater, after it claimed the slot under the state lock; read under the state lock only
-    /// (copies to readers and to the fill).
+    /// inflater, after it claimed the slot under the state lock; read under the state lock (copies to
+    /// readers) or by the writer for a chunk inflated and not yet written (its slot cannot be claimed).
     private final class Ring: @unchecked Sendable {
         let base: UnsafeMutableRawPointer
         let chunkSize: Int
@@ -72,24 +55,7 @@ public final class StreamingBlob: Sendable {
         deinit { base.deallocate() }
     }
 
-    /// The cache fill's own memory (used under the fill lock only): one chunk to compress from, and
-    /// the second-pass stream once the fill fell behind the ring.
-    private final class Fill: @unchecked Sendable {
-        let scratch: UnsafeMutableRawPointer
-        /// Opens a second stream of the same entry (CRC-32 checked again); nil when it cannot.
-        let reopen: @Sendable () throws(GitStoreError) -> BlobStream?
-        var second: BlobStream?
-        /// The next chunk the second pass produces.
-        var secondAt = 0
-        init(chunkSize: Int, reopen: @escaping @Sendable () throws(GitStoreError) -> BlobStream?) {
-            scratch = .allocate(byteCount: chunkSize, alignment: 16)
-            self.reopen = reopen
-        }
-        deinit { scratch.deallocate() }
-    }
-
-    init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter,
-         reopen: @escaping @Sendable () throws(GitStoreError) -> BlobStream? = { nil }) {
+    init(id: ObjectID, repository: String, stream: BlobStream, writer: EntryWriter) {
         self.id = id
         self.size = stream.size
         self.repository = repository
@@ -97,7 +63,6 @@ public final class StreamingBlob: Sendable {
         self.chunkSize = writer.chunkSize
         self.chunkCount = writer.chunkCount
         self.inflater = Mutex(stream)
-        self.filling = Mutex(Fill(chunkSize: writer.chunkSize, reopen: reopen))
         self.ring = Ring(chunkSize: writer.chunkSize)
     }
 
@@ -109,10 +74,6 @@ public final class StreamingBlob: Sendable {
 
     var isFailed: Bool { state.withLock { $0.failure != nil } }
 
-    /// Says that a background job finishes the entry (`finish`): from now on the readers' inflater
-    /// never waits for the fill.
-    func fillsInBackground() { background.store(true, ordering: .releasing) }
-
     private func plainLength(_ chunk: Int) -> Int { min(chunkSize, size - chunk * chunkSize) }
 
     /// Copies bytes from `offset` until the buffer is full or the content ends; inflates on first when
@@ -120,14 +81,6 @@ public final class StreamingBlob: Sendable {
     public func read(offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(ResolverError) -> Int {
         guard offset < size, buffer.count > 0 else { return 0 }
         let total = min(buffer.count, size - offset)
-        // Said while reading: the inflater writes a chunk this reader still needs before it reuses its slot.
-        let last = (offset + total - 1) / chunkSize
-        let token = state.withLock { s -> Int in
-            s.nextReader += 1
-            s.readers[s.nextReader] = (offset / chunkSize)...last
-            return s.nextReader
-        }
-        defer { state.withLock { _ = $0.readers.removeValue(forKey: token) } }
         var done = 0
         while done < total {
             let pos = offset + done
@@ -135,14 +88,13 @@ public final class StreamingBlob: Sendable {
             // In the ring: copied under the state lock (the slot cannot be reclaimed meanwhile).
             let inChunk = pos - chunk * chunkSize
             let take = min(total - done, plainLength(chunk) - inChunk)
-            let copied = state.withLock { s -> (Bool, Int)? in
+            let copied = state.withLock { s -> Bool? in
                 if s.failure != nil { return nil }
-                s.readers[token] = chunk...last
-                guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return (false, s.inflated) }
+                guard s.slots[chunk % Self.ringChunks] == chunk, chunk < s.inflated else { return false }
                 (buffer.baseAddress! + done).copyMemory(from: ring.slot(chunk) + inChunk, byteCount: take)
-                return (true, s.inflated)
+                return true
             }
-            guard let (copied, inflated) = copied else { throw failed() }
+            guard let copied else { throw failed() }
             if copied {
                 done += take
                 continue
@@ -159,13 +111,7 @@ public final class StreamingBlob: Sendable {
                 done += n
                 continue
             }
-            if chunk >= inflated {
-                try inflate(through: chunk)
-            } else if try !writeNext(), writer.chunksWritten <= chunk {
-                // Left the ring before the fill took it: the fill's second pass brings it (this reader
-                // drives it, a chunk per turn); nothing to write and still not written cannot be.
-                throw fail("chunk \(chunk) is neither in the ring nor written")
-            }
+            try inflate(through: chunk)
         }
         return done
     }
@@ -178,16 +124,12 @@ public final class StreamingBlob: Sendable {
         var steps = 0
         while writer.chunksWritten < chunkCount {
             steps += 1
-            if steps % 4 == 0, stopping() {
+            if steps % 16 == 0, stopping() {
                 abandon("the mount is stopping")
                 throw failed()
             }
             if try !writeNext() {
-                // The fill caught up with the readers. With readers still going (a background fill, the
-                // readers' inflater moved lately) it waits for them: a fill at background priority
-                // holding the inflater would hold up a reader. Otherwise it inflates on itself.
                 let next = state.withLock { $0.inflated }
-                if background.load(ordering: .acquiring), readersMoved(since: next) { continue }
                 if next < chunkCount { try inflate(through: next) }
             }
         }
@@ -197,50 +139,37 @@ public final class StreamingBlob: Sendable {
         return nil
     }
 
-    /// True when the readers' inflater went past chunk `next` within `idleMilliseconds` (polled).
-    private func readersMoved(since next: Int) -> Bool {
-        for _ in 0..<Self.idleMilliseconds {
-            usleep(1000)
-            if state.withLock({ $0.inflated > next || $0.failure != nil }) { return true }
-        }
-        return false
-    }
-
-    /// How long readers may pause before a background fill inflates on by itself.
-    static let idleMilliseconds = 50
-
     /// Gives up on the entry: it is discarded, never published, and reads of it fail.
     func abandon(_ why: String) {
         state.withLock { s in if s.failure == nil { s.failure = why } }
-        filling.withLock { _ in writer.discard() }
+        writing.withLock { _ in writer.discard() }
     }
 
-    /// Inflates chunks in order until chunk `last` is inflated, one per turn of the inflater lock.
-    /// Without a background fill, a full ring has its oldest chunk written first; with one, the oldest
-    /// slot is simply reused (the fill, if it had not copied it yet, goes on in its second pass).
+    /// Inflates chunks in order until chunk `last` is inflated, one per turn of the inflater lock;
+    /// a full ring has its oldest chunk written first.
     private func inflate(through last: Int) throws(ResolverError) {
         while true {
             let outcome = inflater.withLock { stream -> Result<Bool, ResolverError> in
                 let (k, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
                 if failed { return .failure(self.failed()) }
                 if k > last { return .success(true) }
-                // The slot of chunk k held chunk k - ringChunks: written first when nobody else will, or
-                // when a reader in progress still needs it (a reader of an earlier range, behind this one).
-                let old = k - Self.ringChunks
-                if old >= 0, writer.chunksWritten <= old,
-                   !background.load(ordering: .acquiring) || state.withLock({ $0.needed(old) }) {
-                    while writer.chunksWritten <= old {
-                        let wrote: Bool
-                        do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
-                        if !wrote, writer.chunksWritten <= old { return .failure(fail("chunk \(old) was not written")) }
-                    }
+                // The slot of chunk k held chunk k - ringChunks: it must be written before it is reused.
+                while writer.chunksWritten <= k - Self.ringChunks {
+                    let wrote: Bool
+                    do throws(ResolverError) { wrote = try writeNext() } catch { return .failure(error) }
+                    if !wrote, writer.chunksWritten <= k - Self.ringChunks { return .failure(fail("chunk \(k - Self.ringChunks) was not written")) }
                 }
                 state.withLock { $0.slots[k % Self.ringChunks] = -1 }
                 let length = plainLength(k)
                 let slot = UnsafeMutableRawBufferPointer(start: ring.slot(k), count: length)
                 do throws(GitStoreError) {
                     // The last chunk's read also checks that the stream ends there, at its Adler-32.
-                    try Self.readChunk(stream, into: slot)
+                    var done = 0
+                    while done < length {
+                        let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: slot[done...]))
+                        guard n > 0 else { return .failure(fail("its stream ended early")) }
+                        done += n
+                    }
                 } catch {
                     return .failure(fail(error.message))
                 }
@@ -258,68 +187,21 @@ public final class StreamingBlob: Sendable {
         }
     }
 
-    /// Fills `buffer` from `stream` (its next bytes); a stream that ends first throws `.corrupt`.
-    private static func readChunk(_ stream: BlobStream, into buffer: UnsafeMutableRawBufferPointer) throws(GitStoreError) {
-        var done = 0
-        while done < buffer.count {
-            let n = try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            guard n > 0 else { throw GitStoreError(.corrupt, "its stream ended early") }
-            done += n
-        }
-    }
-
-    /// Compresses and appends the next chunk the entry lacks (publishing the entry after the last): from
-    /// the ring while it is there, else from the fill's second pass; false when that chunk is not
-    /// inflated yet and no second pass runs (the caller inflates on).
+    /// Compresses and appends the oldest inflated chunk not yet written (publishing the entry after the
+    /// last); false when there is none.
     private func writeNext() throws(ResolverError) -> Bool {
-        let outcome = filling.withLock { fill -> Result<Bool, ResolverError> in
+        let outcome = writing.withLock { _ -> Result<Bool, ResolverError> in
             let w = writer.chunksWritten
-            guard w < chunkCount else { return .success(false) }
-            let length = plainLength(w)
-            let plain = UnsafeMutableRawBufferPointer(start: fill.scratch, count: length)
-            enum From { case ring, lost, notYet, failed }
-            let from = state.withLock { s -> From in
-                if s.failure != nil { return .failed }
-                guard w < s.inflated else { return .notYet }
-                guard s.slots[w % Self.ringChunks] == w else { return .lost }
-                plain.copyMemory(from: UnsafeRawBufferPointer(start: ring.slot(w), count: length))
-                return .ring
-            }
-            switch from {
-            case .failed: return .failure(self.failed())
-            case .notYet: return .success(false)
-            case .ring: break
-            case .lost:
-                do throws(GitStoreError) { try secondPass(fill, chunk: w, into: plain) } catch {
-                    return .failure(fail("its second pass: \(error.message)"))
-                }
-            }
-            do { try writer.append(UnsafeRawBufferPointer(plain)) } catch {
+            let (inflated, failed) = state.withLock { ($0.inflated, $0.failure != nil) }
+            if failed { return .failure(self.failed()) }
+            guard w < inflated, w < chunkCount else { return .success(false) }
+            do { try writer.append(UnsafeRawBufferPointer(start: ring.slot(w), count: plainLength(w))) } catch {
                 return .failure(fail("\(error)"))
             }
             if w + 1 == chunkCount { _ = try? writer.publish() }
             return .success(true)
         }
         return try outcome.get()
-    }
-
-    /// Inflates chunk `w` with the fill's own stream, opening it the first time and inflating on up to
-    /// `w` (chunks the ring gave meanwhile are skipped); its last chunk's read checks the stream's end
-    /// (Adler-32, size) like the first pass's.
-    private func secondPass(_ fill: Fill, chunk w: Int, into plain: UnsafeMutableRawBufferPointer) throws(GitStoreError) {
-        if fill.second == nil {
-            guard let s = try fill.reopen() else { throw GitStoreError(.corrupt, "the entry cannot be read again") }
-            fill.second = s
-            fill.secondAt = 0
-        }
-        let second = fill.second!
-        let whole = UnsafeMutableRawBufferPointer(start: fill.scratch, count: chunkSize)
-        while fill.secondAt < w {
-            try Self.readChunk(second, into: UnsafeMutableRawBufferPointer(rebasing: whole[0..<plainLength(fill.secondAt)]))
-            fill.secondAt += 1
-        }
-        try Self.readChunk(second, into: plain)
-        fill.secondAt = w + 1
     }
 
     /// The error a reader gets once the stream failed; the entry is discarded.
@@ -373,9 +255,7 @@ public final class BlobStreamer: Sendable {
         }
         let writer: EntryWriter
         do { writer = try cache.beginEntry(r.id, size: source.size) } catch { return nil }
-        let repository = r.repository, id = r.id, threshold = self.threshold
-        let made = StreamingBlob(id: r.id, repository: r.repository.name, stream: source, writer: writer,
-                                 reopen: { () throws(GitStoreError) in try repository.blobStream(id, minimumSize: threshold) })
+        let made = StreamingBlob(id: r.id, repository: r.repository.name, stream: source, writer: writer)
         let s = live.withLock { map -> StreamingBlob in
             if let other = map[r.id]?.stream, !other.isFailed { return other }
             map = map.filter { $0.value.stream != nil }
@@ -385,14 +265,13 @@ public final class BlobStreamer: Sendable {
         guard s === made else { return s }
         if let background {
             let logger = self.logger
-            let taken = background.background({ stopping in
+            _ = background.background({ stopping in
                 do {
                     if let e = try made.finish(stopping: stopping) {
                         logger.error("a streamed blob could not be stored in the cache", metadata: ["object": "\(made.id)", "error": "\(e)"])
                     }
                 } catch {}
             }, dropped: { made.abandon("the mount is stopping") })
-            if taken { made.fillsInBackground() }
         }
         return made
     }
