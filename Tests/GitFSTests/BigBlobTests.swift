@@ -189,6 +189,10 @@ extension MountTests {
             }
             #expect(try Self.gitHash(root + "/side.bin") == repo.side)
             #expect(compareFile(root + "/small.txt", with: Array("small\n".utf8)) == nil)
+            // side.bin (streamed too) is filled in the background: once it is published, nothing of
+            // either blob is left in tmp/.
+            let sidePublished = m.home + "/cache/objects/" + repo.side.prefix(2) + "/" + repo.side.dropFirst(2)
+            #expect(waitFor(seconds: 30) { FileManager.default.fileExists(atPath: sidePublished) }, "side.bin was not published")
             #expect(try FileManager.default.contentsOfDirectory(atPath: m.home + "/cache/tmp").isEmpty)
             #expect(!FileManager.default.fileExists(atPath: m.home + "/cache/objects/" + repo.big.prefix(2) + "/" + repo.big.dropFirst(2)))
             #expect(m.serverLog.contains("CRC-32"), "the log says why")
