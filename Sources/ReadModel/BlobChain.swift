@@ -142,48 +142,58 @@ final class BlobChain: Sendable {
     }
 
     /// One load through the single-flight: held sources once more, then the loaders in order, then
-    /// fill-back. Joiners share the leader's outcome, error included.
+    /// fill-back. Joiners share the leader's outcome, error included. A reader's blob (an open, `.deferred`)
+    /// goes into the opened table before the flight ends (invariant relied on: a reader that comes after the flight finds it
+    /// there, or in a held source, and never starts a second load of a blob still streaming).
     private func load(_ r: BlobRequest, mode: FillMode) throws(ResolverError) -> LoadOutcome {
         let outcome = try flights.run(r.id) { () throws(ResolverError) -> LoadOutcome in
-            if let (found, i) = try askHeld(r) {
-                // Held only in memory (a pending fill) but wanted on disk now: store it.
-                guard mode == .now, !sources[i].isDurable, case .memory(let bytes) = found else {
-                    return LoadOutcome(blob: found, fill: .present)
-                }
-                return try fillBack(r, bytes, mode: .now, from: i)
-            }
-            for (i, source) in sources.enumerated() where source.role == .loader {
-                let made: LoadedBlob?
-                do { made = try source.open(r) } catch {
-                    counts[i].errors.add(1, ordering: .relaxed)
-                    throw failure(r, "\(source.name): \(error)")
-                }
-                guard let made else {
-                    counts[i].misses.add(1, ordering: .relaxed)
-                    continue
-                }
-                counts[i].hits.add(1, ordering: .relaxed)
-                switch made {
-                case .cached:
-                    // A ready-made entry the loader put in the cache itself (a remote cache): nothing was
-                    // inflated, so it is no blob load, and there is nothing to fill back.
-                    return LoadOutcome(blob: made, fill: .present)
-                case .streaming(let s):
-                    if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
-                    // Being written into the cache by the loader; a caller that needs it stored now
-                    // (prefetch, a reload) streams it to the end here.
-                    guard mode == .now else { return LoadOutcome(blob: made, fill: .deferred) }
-                    if let e = try s.finish() { return LoadOutcome(blob: made, fill: .failed(e)) }
-                    return LoadOutcome(blob: made, fill: .stored)
-                case .memory(let bytes):
-                    if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
-                    return try fillBack(r, bytes, mode: mode, from: i)
-                }
-            }
-            throw failure(r, "no blob source has it (the mirror is damaged or incomplete)")
+            let made = try loadOnce(r, mode: mode)
+            // A reader's open (`.deferred`); `ensureStored` and `reload` store now and hold nothing here.
+            if !r.speculative, mode == .deferred { opened.remember(r.id, made.blob) }
+            return made
         }
         if outcome.joined { joins.add(1, ordering: .relaxed) }
         return outcome.value
+    }
+
+    /// The leader's work in `load`.
+    private func loadOnce(_ r: BlobRequest, mode: FillMode) throws(ResolverError) -> LoadOutcome {
+        if let (found, i) = try askHeld(r) {
+            // Held only in memory (a pending fill) but wanted on disk now: store it.
+            guard mode == .now, !sources[i].isDurable, case .memory(let bytes) = found else {
+                return LoadOutcome(blob: found, fill: .present)
+            }
+            return try fillBack(r, bytes, mode: .now, from: i)
+        }
+        for (i, source) in sources.enumerated() where source.role == .loader {
+            let made: LoadedBlob?
+            do { made = try source.open(r) } catch {
+                counts[i].errors.add(1, ordering: .relaxed)
+                throw failure(r, "\(source.name): \(error)")
+            }
+            guard let made else {
+                counts[i].misses.add(1, ordering: .relaxed)
+                continue
+            }
+            counts[i].hits.add(1, ordering: .relaxed)
+            switch made {
+            case .cached:
+                // A ready-made entry the loader put in the cache itself (a remote cache): nothing was
+                // inflated, so it is no blob load, and there is nothing to fill back.
+                return LoadOutcome(blob: made, fill: .present)
+            case .streaming(let s):
+                if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
+                // Being written into the cache by the loader; a caller that needs it stored now
+                // (prefetch, a reload) streams it to the end here.
+                guard mode == .now else { return LoadOutcome(blob: made, fill: .deferred) }
+                if let e = try s.finish() { return LoadOutcome(blob: made, fill: .failed(e)) }
+                return LoadOutcome(blob: made, fill: .stored)
+            case .memory(let bytes):
+                if r.speculative { speculativeLoads.add(1, ordering: .relaxed) } else { blobLoads.add(1, ordering: .relaxed) }
+                return try fillBack(r, bytes, mode: mode, from: i)
+            }
+        }
+        throw failure(r, "no blob source has it (the mirror is damaged or incomplete)")
     }
 
     /// Offers loaded bytes to the held sources in order (never back to the one they came from); the

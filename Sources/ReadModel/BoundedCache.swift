@@ -66,10 +66,13 @@ public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Send
     }
 
     /// Stores a value with its approximate size in bytes, charged to the budget (`charge`, default
-    /// `bytes`). Returns false when it was not kept (too big, or no room in the budget).
+    /// `bytes`). Returns false when it was not kept (too big, or no room in the budget). `evenWithoutRoom`
+    /// keeps a value charged 0 whatever the budget's room (its own memory is charged where it was made,
+    /// and dropping it would only make that memory again).
     @discardableResult
-    public func set(_ value: Value, for key: Key, bytes: Int, charge: Int? = nil) -> Bool {
+    public func set(_ value: Value, for key: Key, bytes: Int, charge: Int? = nil, evenWithoutRoom: Bool = false) -> Bool {
         let charge = max(0, charge ?? bytes)
+        let admitted = evenWithoutRoom && charge == 0
         return shards[shard(key)].state.withLock { g in
             if let previous = g.young.removeValue(forKey: key) {
                 g.youngBytes -= previous.bytes
@@ -81,7 +84,7 @@ public final class BoundedCache<Key: Hashable & Sendable, Value: Sendable>: Send
                 budget?.credit(previous.charge)
             }
             guard bytes <= bytesPerGeneration else { return false }
-            if let budget, !admit(charge, budget) {
+            if let budget, !admitted, !admit(charge, budget) {
                 // Make room from this shard's own oldest, then try once more.
                 dropOld(&g)
                 guard admit(charge, budget) else {

@@ -9,7 +9,10 @@ import GitStore
 /// memory 64 KiB; content bigger than the
 /// table's share per shard is not kept), and charged to the memory budget: a cache entry what it holds
 /// in memory (a small entry's record, else its descriptor), a stream and content in memory nothing more
-/// (their ring and buffer charged themselves when made), kept only while the budget has room.
+/// (their ring and buffer charged themselves when made). A stream and file-backed content are kept
+/// whatever the budget's room: a reader that came after the load's single flight ended finds its blob
+/// here, and dropping them would make a second stream (a second ring and a second inflate of the whole
+/// blob) or a second file; content in anonymous memory is kept only while the budget has room.
 /// Thread-safe (sharded locks).
 final class OpenedContent: BlobSource {
     let name = "opened"
@@ -26,6 +29,7 @@ final class OpenedContent: BlobSource {
     func remember(_ id: ObjectID, _ blob: LoadedBlob) {
         let bytes: Int
         let charge: Int
+        var evenWithoutRoom = false
         switch blob {
         case .cached(let entry):
             bytes = 64 << 10
@@ -33,13 +37,15 @@ final class OpenedContent: BlobSource {
         case .streaming:
             bytes = 576 << 10
             charge = 0
+            evenWithoutRoom = true
         case .memory(let b):
             // File-backed content (a big blob inflated whole without a cache to stream into) holds a
             // mapping, not anonymous memory: kept like a descriptor, so its reads do not inflate it again.
             bytes = b.isFileBacked ? 64 << 10 : b.count
             charge = 0
+            evenWithoutRoom = b.isFileBacked
         }
-        table.set(blob, for: id, bytes: bytes, charge: charge)
+        table.set(blob, for: id, bytes: bytes, charge: charge, evenWithoutRoom: evenWithoutRoom)
     }
 
     /// Forgets content found damaged.
