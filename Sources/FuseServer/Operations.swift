@@ -111,11 +111,17 @@ extension FuseMount {
         }
     }
 
-    /// GETXATTR: an absent attribute is ENODATA (an answer, not an error).
+    /// GETXATTR. Only the user namespace is served (the protocol's contract): a name outside it is
+    /// answered EOPNOTSUPP, as the kernel answers for a namespace a filesystem has no handler for. Relied
+    /// on by `ls -l`: coreutils remembers per device that `security.selinux` and `system.posix_acl_access`
+    /// are unsupported and stops asking, where ENODATA costs both round trips again for every file. An
+    /// absent user attribute is ENODATA. Both are answers, not errors.
     func getxattr(_ req: OpaquePointer, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>, _ size: Int) {
         serveRequest(req, "getxattr", ino) { () throws(Errno) -> Reply in
+            let target = try node(ino)
+            guard strncmp(name, "user.", 5) == 0 else { return .answer(EOPNOTSUPP) }
             let wanted = String(cString: name)
-            let attributes = try filesystem.extendedAttributes(of: try node(ino))
+            let attributes = try filesystem.extendedAttributes(of: target)
             guard let match = attributes.first(where: { $0.name == wanted }) else { return .answer(ENODATA) }
             return xattrReply(match.value, size: size)
         }

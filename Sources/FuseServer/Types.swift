@@ -92,6 +92,8 @@ public protocol FuseFileSystem: Sendable {
     /// not be delivered because the caller was interrupted). Handles still open when the connection ends
     /// (the kernel drops their RELEASE) are released by serve() after its workers joined.
     func release(_ handle: Handle)
+    /// Every extended attribute of `node`; names are in the user namespace (`user.`): the server answers
+    /// a GETXATTR of any other name EOPNOTSUPP without asking.
     func extendedAttributes(of node: Node) throws(Errno) -> [(name: String, value: [UInt8])]
     func statistics() -> (totalBytes: UInt64, files: UInt64)   // for statfs; may be rough
 
