@@ -6,7 +6,8 @@
 # Usage: tools/bench-profile.sh STATE WORKLOAD [WORK]
 #   STATE: cold (empty content cache) | cachewarm (cache full, page cache dropped) | warm
 #   WORKLOAD: find | readall | grep | par8 | seqbig | rand4k
-#   WORK: tools/bench's --work directory (default /var/tmp/gitfs-bench); uses its corpus "gen".
+#   WORK: tools/bench's --work directory (default /var/tmp/gitfs-bench); uses its corpus "gen" at main, or
+#   REPO at REV from the environment (e.g. REPO=hist REV=v12 with --history's work directory).
 set -euo pipefail
 state=${1:?usage: tools/bench-profile.sh STATE WORKLOAD [WORK]}
 workload=${2:?usage: tools/bench-profile.sh STATE WORKLOAD [WORK]}
@@ -16,10 +17,11 @@ gitfs=${GITFS_BIN:-$root/.build-bn-release/release/gitfs}
 home=$work/home
 mp=$work/mnt/gitfs-profile
 demangle=/opt/swift/usr/bin/swift-demangle
-mirror=$home/repos/gen.git
+repo=${REPO:-gen}
+mirror=$home/repos/$repo.git
 [ -d "$mirror" ] || { echo "no $mirror: run tools/bench first" >&2; exit 1; }
-commit=$(git -C "$mirror" rev-parse main)
-tree=$mp/gen/commits/$commit
+commit=$(git -C "$mirror" rev-parse "${REV:-main}^{commit}")
+tree=$mp/$repo/commits/$commit
 big=$(git -C "$mirror" ls-tree -r -l "$commit" | sort -k4 -n | tail -1 | cut -f2)
 mkdir -p "$mp"
 pid=""

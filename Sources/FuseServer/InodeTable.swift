@@ -28,8 +28,8 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     }
 
     struct Shard: ~Copyable {
-        var byNode: [HashedNode: (ino: UInt64, lookups: UInt64)] = Dictionary(minimumCapacity: 256)
-        var byIno: [UInt64: HashedNode] = Dictionary(minimumCapacity: 256)
+        var byNode: [HashedNode: (ino: UInt64, lookups: UInt64)] = [:]
+        var byIno: [UInt64: HashedNode] = [:]
         var nextSequence: UInt64 = 1   // ino = sequence << shardBits | shard, so always >= 64 (never 0 or 1)
         /// Numbers of nodes the kernel forgot lately (at most `recentLimit` per shard, oldest dropped
         /// first): a node looked up again soon gets its old number back, so `st_ino` stays stable when

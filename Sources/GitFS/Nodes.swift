@@ -44,5 +44,5 @@ public enum GitFSNode: Hashable, Sendable {
     case refDirectory(RepoRef, RefKind, prefix: String)  // NAME/branches/, NAME/branches/feature/ ...
     case ref(RepoRef, RefKind, name: String)   // NAME/branches/<branch>, NAME/tags/<tag>
     case commits(RepoRef)                      // NAME/commits/
-    case object(ObjectNode)                    // NAME/commits/<id>/... (the commit dir itself has path [])
+    indirect case object(ObjectNode)           // NAME/commits/<id>/... (the commit dir itself has path []); boxed: see below
 }
