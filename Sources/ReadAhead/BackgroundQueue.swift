@@ -1,8 +1,9 @@
 import Foundation
+import Synchronization
 import Threads
 
 /// The one background engine of a mount's work off the read path (cache fills, read-ahead): lanes of
-/// bounded job queues served by worker threads, under one lock, one stop flag and one shutdown.
+/// bounded job queues served by worker threads, a lock per lane, one stop flag and one shutdown.
 ///
 /// Each lane has its own threads (at background priority or not: Linux nice values are per thread and
 /// an unprivileged thread cannot lower its own again, so a lane keeps its threads) and one or more
@@ -48,74 +49,90 @@ public final class BackgroundQueue: @unchecked Sendable {
         }
     }
 
+    /// A lane's queues and its own condition: a submit wakes one of that lane's idle threads, never the
+    /// other lanes' (one shared condition broadcast on every submit woke all five threads of a mount, and
+    /// they fought for its lock: ~2,400 contended waits in a cold read of 3,000 files).
+    private final class LaneState: @unchecked Sendable {
+        let condition = NSCondition()
+        // Guarded by `condition`.
+        var queues: [Queue]
+        var stopping = false
+        init(queues: Int) { self.queues = Array(repeating: Queue(), count: queues) }
+    }
+
     private let lanes: [Lane]
-    private let condition = NSCondition()
-    // Guarded by `condition`.
-    private var queues: [[Queue]]
-    private var stopping = false
-    private var workers: [WorkerThreads] = []
+    private let states: [LaneState]
+    /// Set before any lane's `stopping`, read without a lock by `isStopping` (polled per file by long jobs).
+    private let stopRequested = Atomic<Bool>(false)
+    private let workersLock = NSLock()
+    private var workers: [WorkerThreads] = []   // guarded by workersLock; emptied by the first shutdown
 
     public init(lanes: [Lane]) {
         self.lanes = lanes
-        self.queues = lanes.map { lane in lane.queueLimits.map { _ in Queue() } }
-        condition.lock()
-        defer { condition.unlock() }
-        var started = 0
+        self.states = lanes.map { LaneState(queues: $0.queueLimits.count) }
+        var started: [WorkerThreads] = []
         for (l, lane) in lanes.enumerated() {
-            let w = WorkerThreads.start(count: lane.threads, background: lane.background) { [unowned self] _ in self.work(lane: l) }
-            started += w.count
-            workers.append(w)
+            started.append(WorkerThreads.start(count: lane.threads, background: lane.background) { [unowned self] _ in self.work(lane: l) })
         }
-        if started == 0 { stopping = true }   // no thread: every submit is refused (the caller does the work)
+        // A lane that got no thread refuses every submit (the caller does the work); with none at all the
+        // engine counts as stopping.
+        for (l, w) in started.enumerated() where w.count == 0 {
+            states[l].condition.lock()
+            states[l].stopping = true
+            states[l].condition.unlock()
+        }
+        if started.allSatisfy({ $0.count == 0 }) { stopRequested.store(true, ordering: .releasing) }
+        workersLock.withLock { workers = started }
     }
 
     /// Queues `run` on queue `queue` of lane `lane`; false (and nothing queued) when that queue is full
     /// or the engine is stopping. `dropped` runs instead of `run` if the job is dropped at shutdown.
     @discardableResult
     public func submit(lane: Int, queue: Int = 0, _ run: @escaping () -> Void, dropped: @escaping () -> Void = {}) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !stopping, queues[lane][queue].count < lanes[lane].queueLimits[queue] else { return false }
-        queues[lane][queue].push(Job(run: run, dropped: dropped))
-        condition.broadcast()
+        let state = states[lane]
+        state.condition.lock()
+        defer { state.condition.unlock() }
+        guard !state.stopping, state.queues[queue].count < lanes[lane].queueLimits[queue] else { return false }
+        state.queues[queue].push(Job(run: run, dropped: dropped))
+        state.condition.signal()
         return true
     }
 
-    /// True once `shutdown()` began: long jobs stop early.
-    public var isStopping: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return stopping
-    }
+    /// True once `shutdown()` began: long jobs stop early. Lock-free.
+    public var isStopping: Bool { stopRequested.load(ordering: .acquiring) }
 
     /// Drops the queued jobs, lets the running ones finish, joins every thread. Idempotent.
     public func shutdown() {
-        condition.lock()
-        stopping = true
+        stopRequested.store(true, ordering: .releasing)
         var dropped: [Job] = []
-        for l in queues.indices {
-            for q in queues[l].indices { dropped += queues[l][q].drain() }
+        for state in states {
+            state.condition.lock()
+            state.stopping = true
+            for q in state.queues.indices { dropped += state.queues[q].drain() }
+            state.condition.broadcast()
+            state.condition.unlock()
         }
-        let joining = workers
-        workers = []
-        condition.broadcast()
-        condition.unlock()
+        let joining = workersLock.withLock { () -> [WorkerThreads] in
+            defer { workers = [] }
+            return workers
+        }
         for job in dropped { job.dropped() }
         for w in joining { w.join() }
     }
 
     private func work(lane l: Int) {
+        let state = states[l]
         while true {
-            condition.lock()
+            state.condition.lock()
             var next: Job?
-            while !stopping {
-                if let q = queues[l].firstIndex(where: { $0.count > 0 }) {
-                    next = queues[l][q].pop()
+            while !state.stopping {
+                if let q = state.queues.firstIndex(where: { $0.count > 0 }) {
+                    next = state.queues[q].pop()
                     break
                 }
-                condition.wait()
+                state.condition.wait()
             }
-            condition.unlock()
+            state.condition.unlock()
             guard let job = next else { return }
             job.run()
         }
