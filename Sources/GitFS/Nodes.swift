@@ -41,8 +41,11 @@ public enum GitFSNode: Hashable, Sendable {
     case stats(snapshot: UInt64)               // .gitfs/stats: every lookup takes a new snapshot (a new inode)
     case repository(RepoRef)                   // NAME/
     case head(RepoRef)                         // NAME/HEAD
-    case refDirectory(RepoRef, RefKind, prefix: String)  // NAME/branches/, NAME/branches/feature/ ...
-    case ref(RepoRef, RefKind, name: String)   // NAME/branches/<branch>, NAME/tags/<tag>
+    indirect case refDirectory(RepoRef, RefKind, prefix: String)  // NAME/branches/, NAME/branches/feature/ ...
+    indirect case ref(RepoRef, RefKind, name: String)   // NAME/branches/<branch>, NAME/tags/<tag>
     case commits(RepoRef)                      // NAME/commits/
-    indirect case object(ObjectNode)           // NAME/commits/<id>/... (the commit dir itself has path []); boxed: see below
+    indirect case object(ObjectNode)           // NAME/commits/<id>/... (the commit dir itself has path [])
 }
+// The payloads wider than a word are boxed (`indirect`): a node is one pointer-sized payload and a tag, so
+// the inode table's two maps and every listing entry hold 9 bytes per node, not the ~104 of an inline
+// ObjectNode (measured: `ls -l` of 200,000 entries peaked 41 MB lower with `object` boxed).
