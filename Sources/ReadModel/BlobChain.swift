@@ -145,8 +145,12 @@ final class BlobChain: Sendable {
     /// fill-back. Joiners share the leader's outcome, error included. A reader's blob (an open, `.deferred`)
     /// goes into the opened table before the flight ends (invariant relied on: a reader that comes after the flight finds it
     /// there, or in a held source, and never starts a second load of a blob still streaming).
+    /// The opened table is asked again first, under the flight, for an open (`.deferred`): a reader that
+    /// missed it while an earlier flight was still loading, and reached `flights.run` only after that
+    /// flight ended, finds the blob the earlier leader put there instead of loading it again.
     private func load(_ r: BlobRequest, mode: FillMode) throws(ResolverError) -> LoadOutcome {
         let outcome = try flights.run(r.id) { () throws(ResolverError) -> LoadOutcome in
+            if mode == .deferred, let b = opened.open(r) { return LoadOutcome(blob: b, fill: .present) }
             let made = try loadOnce(r, mode: mode)
             // A reader's open (`.deferred`); `ensureStored` and `reload` store now and hold nothing here.
             if !r.speculative, mode == .deferred { opened.remember(r.id, made.blob) }

@@ -46,7 +46,8 @@ extension MountTests {
             }
             #expect(sums.allSatisfy { $0 == want }, "sha1 of the readers: \(Set(sums)), git: \(want)")
             let after = try m.stats()
-            #expect(after["blob_loads"]! - before["blob_loads"]! == 1, "blob_loads \(before["blob_loads"]!) -> \(after["blob_loads"]!)")
+            let loads = after["blob_loads"]! - before["blob_loads"]!
+            #expect(loads == 1, "blob_loads \(before["blob_loads"]!) -> \(after["blob_loads"]!), errors \(after["errors"] ?? -1); the server's log:\n\(loads == 1 ? "" : m.serverLog)")
             #expect(after["singleflight_joins"]! > before["singleflight_joins"]!,
                     "singleflight_joins \(before["singleflight_joins"]!) -> \(after["singleflight_joins"]!)")
             #expect(!m.watchdogHasFired)
