@@ -39,8 +39,9 @@ extension GitFileSystem {
         case .blob(let blob):
             guard case .object(let o) = node else { return 0 }
             n = try loading(o.repo) { () throws(ResolverError) in try blob.read(offset: offset, into: buffer) }
-            if offset == 0, let directory = o.directory, let kernel = kernelCache {
-                feedSiblings(of: o, in: directory, to: kernel)
+            if offset == 0 {
+                listingPolicy.noteFileUse()
+                if let directory = o.directory, let kernel = kernelCache { feedSiblings(of: o, in: directory, to: kernel) }
             }
         }
         return n

@@ -38,14 +38,20 @@ public final class GitFileSystem: FuseFileSystem {
     private let kernelCacheSlot = SetBeforeServing<KernelCacheAccess>()
     var kernelCache: KernelCacheAccess? { kernelCacheSlot.value }
 
+    /// Whether listings of small directories give their files' attributes (ListingPolicy).
+    let listingPolicy: ListingPolicy
+
     /// Lifetime in the kernel of immutable nodes (everything under commits/).
     static let immutableTTL: Double = 24 * 3600
     /// Lifetime of nodes that change when refs move or repositories come and go.
     static let mutableTTL: Double = 1
 
-    public init(resolver: Resolver, logger: Logger) {
+    /// `namesOnlyWindow`: how long after a file was looked up or read listings give attributes again
+    /// (ListingPolicy); tests shorten it.
+    public init(resolver: Resolver, logger: Logger, namesOnlyWindow: Duration = .seconds(2)) {
         self.resolver = resolver
         self.logger = logger
+        self.listingPolicy = ListingPolicy(window: namesOnlyWindow)
     }
 
     public func setStatsSource(_ source: @escaping @Sendable () -> [UInt8]) {

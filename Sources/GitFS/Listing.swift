@@ -62,11 +62,14 @@ extension GitFileSystem {
             let mtime = try commitTime(o)
             out.reserveCapacity(tree.entries.count)
             let partial = o.repo.view.repository.isPartial
+            let namesOnly = listingPolicy.namesOnly(entries: tree.entries.count)
             for e in tree.entries {
                 let child = ObjectNode(repo: o.repo, commit: o.commit, path: Self.childPath(o.path, e.name), entry: e, directory: o.entry.oid)
-                // A blobless mirror: a size the mirror lacks would be an origin fetch; the listing gives the
-                // name and type only, and a lookup (stat, open) fetches the directory's blobs when needed.
-                if partial, e.objectKind == .blob, o.repo.view.localBlobSize(e.oid) == nil {
+                // Files get their name and type only while nobody uses files (ListingPolicy: a walk
+                // that only needs names pays no sizes and no inodes), and in a blobless mirror when the
+                // size is not local (it would be an origin fetch). A lookup (stat, open) brings the
+                // attributes: there, in a blobless mirror, the directory's blobs are fetched at once.
+                if e.objectKind == .blob, namesOnly || (partial && o.repo.view.localBlobSize(e.oid) == nil) {
                     let kind: NodeKind = e.kind == .symlink ? .symlink : .regularFile
                     let typeOnly = NodeAttributes(kind: kind, permissions: e.kind == .executable ? 0o555 : 0o444, size: 0, mtime: mtime, ttl: 0)
                     out.append(DirectoryEntry(name: e.name, node: .object(child), attributes: typeOnly, withoutAttributes: true))

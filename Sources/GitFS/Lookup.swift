@@ -12,6 +12,7 @@ import ReadModel
 extension GitFileSystem {
     public func lookup(_ name: [UInt8], in parent: GitFSNode) throws(Errno) -> (node: GitFSNode, attributes: NodeAttributes) {
         let child = try child(named: name, of: parent)
+        if case .object(let o) = child, o.entry.objectKind == .blob { listingPolicy.noteFileUse() }
         return (child, try attributes(of: child))
     }
 

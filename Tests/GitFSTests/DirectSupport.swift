@@ -18,7 +18,8 @@ final class DirectFS: @unchecked Sendable {
     let fs: GitFileSystem
 
     /// Clones every (source, name) into a fresh home and opens the filesystem over it.
-    init(_ label: String, mirrors: [(source: String, name: String)]) throws {
+    /// `namesOnlyWindow`: GitFileSystem's (how long a file use keeps listings full).
+    init(_ label: String, mirrors: [(source: String, name: String)], namesOnlyWindow: Duration = .seconds(2)) throws {
         dir = try TempDir(label)
         home = Home(path: dir.sub("home"))
         try FileManager.default.createDirectory(atPath: home.reposPath, withIntermediateDirectories: true)
@@ -26,7 +27,7 @@ final class DirectFS: @unchecked Sendable {
         for m in mirrors { _ = try store.clone(url: m.source, name: m.name, progress: nil) }
         let logger = Logger(label: "gitfs.test")
         resolver = Resolver(store: store, cache: try Resolver.openCache(home: home), logger: logger)
-        fs = GitFileSystem(resolver: resolver, logger: logger)
+        fs = GitFileSystem(resolver: resolver, logger: logger, namesOnlyWindow: namesOnlyWindow)
     }
 
     deinit { resolver.shutdown() }
