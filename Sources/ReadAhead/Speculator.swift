@@ -13,7 +13,12 @@ import Synchronization
 /// - **Blobs ahead** (`schedule`): when a reader starts on a file of a directory, the directory's other
 ///   small blobs go to the `SiblingFeed` (the mount: into the kernel's page cache, so the reader reads
 ///   them without a FUSE request each) or, where the feed cannot take them, into the content cache
-///   (EdenFS's readdir prefetch, but triggered by a read, so `find` never loads blobs).
+///   (EdenFS's readdir prefetch, but triggered by a read, so `find` never loads blobs). They are loaded
+///   from the directory's far end toward the reader: a sequential reader (`tar`, `grep -r`) loads the
+///   files next to it itself, the speculator the others, and the two meet in the middle. In listing order
+///   the speculator was always loading the very file the reader asked for next, so the reader waited on
+///   it (a single-flight join) and its READ and the push copied the same file (cold `grep -r` of
+///   hist-old: 1,530 joins and 2,514 READs for 3,064 files; from the far end 40 and 1,230).
 ///
 /// Bounded: at most 64 walks, 256 directories and `maxQueued` blobs queued (further ones are dropped);
 /// blobs larger than `maxBlobSize` skipped, at most 2048 files and 64 MiB per directory; each directory
@@ -78,6 +83,7 @@ final class Speculator: Sendable {
             files.removeFirst(i + 1)   // a sequential reader is past these already
         }
         if files.count > Self.maxFilesPerDirectory { files.removeLast(files.count - Self.maxFilesPerDirectory) }
+        files.reverse()   // from the far end toward the reader (see the type's comment)
         state.withLock { $0.queuedBlobs += files.count }
         var remaining = files.count
         defer { state.withLock { $0.queuedBlobs -= remaining } }
