@@ -11,8 +11,9 @@
 struct proto_opts opts = { .threads = 16 };
 
 static void usage(void) {
-    fprintf(stderr, "usage: fuse-proto [-t libfuse|raw|uring] [-j threads] [-P] [-U] [-S] [-N] [-E entry_ttl] [-A attr_ttl] [-v] SRCDIR MOUNTPOINT\n"
+    fprintf(stderr, "usage: fuse-proto [-t libfuse|raw|uring] [-j threads] [-O] [-P] [-U] [-S] [-N] [-E entry_ttl] [-A attr_ttl] [-v] SRCDIR MOUNTPOINT\n"
                     "  serves SRCDIR (scanned once) read-only at MOUNTPOINT until it is unmounted\n"
+                    "  -O no-open mode: OPEN answered ENOSYS, as gitfs (libfuse)\n"
                     "  -P passthrough reads (raw, uring)   -U mount through fusermount3 (raw, uring)\n"
                     "  -S one shared /dev/fuse fd, no clones (raw)   -N no PARALLEL_DIROPS (raw, uring)\n");
     exit(2);
@@ -21,10 +22,11 @@ static void usage(void) {
 int main(int argc, char **argv) {
     const char *transport = "raw";
     int c;
-    while ((c = getopt(argc, argv, "t:j:PUSNE:A:v")) != -1) {
+    while ((c = getopt(argc, argv, "t:j:OPUSNE:A:v")) != -1) {
         switch (c) {
         case 't': transport = optarg; break;
         case 'j': opts.threads = atoi(optarg); break;
+        case 'O': opts.no_open = 1; break;
         case 'P': opts.passthrough = 1; break;
         case 'U': opts.fusermount = 1; break;
         case 'S': opts.shared_fd = 1; break;
@@ -43,6 +45,7 @@ int main(int argc, char **argv) {
         if (opts.passthrough || opts.fusermount || opts.shared_fd || opts.serial_dirops) { fprintf(stderr, "fuse-proto: error: -P, -U, -S and -N are for raw and uring\n"); return 2; }
         r = libfuse_serve(argv[optind + 1]);
     } else if (!strcmp(transport, "raw") || !strcmp(transport, "uring")) {
+        if (opts.no_open) { fprintf(stderr, "fuse-proto: error: -O is for libfuse\n"); return 2; }
         opts.uring = !strcmp(transport, "uring");
         r = raw_serve(argv[optind + 1]);
     } else usage();

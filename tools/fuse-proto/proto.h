@@ -6,6 +6,7 @@ struct proto_opts {
     int passthrough;   /* raw/uring: FUSE_PASSTHROUGH, reads go to the checkout file in the kernel */
     int uring;         /* raw: FUSE over io_uring (7.42) */
     int fusermount;    /* raw: mount through fusermount3 (fd passing) instead of mount(2) */
+    int no_open;       /* libfuse: OPEN answered ENOSYS (the kernel's no-open mode, as gitfs): no OPEN or RELEASE, READ by inode */
     int shared_fd;     /* raw: every worker reads the one /dev/fuse fd (no FUSE_DEV_IOC_CLONE), as libfuse */
     int serial_dirops; /* raw: no FUSE_PARALLEL_DIROPS in INIT, as libfuse 3.14 */
     int verbose;
