@@ -1,7 +1,6 @@
 import Foundation
 import Basics
 import GitStore
-import Logging
 import ReadAhead
 import ReadModel
 import Synchronization
@@ -16,15 +15,8 @@ import TestSupport
         let src = work.sub("src")
         let names = (0..<20).map { String(format: "f%02d.txt", $0) }
         try fastImportRepo(at: src, commits: [names.map { ("d/" + $0, Array("file \($0)\n".utf8)) }])
-        let home = Home(path: work.sub("home"))
-        try FileManager.default.createDirectory(atPath: home.reposPath, withIntermediateDirectories: true)
-        let store = MirrorStore(home: home)
-        _ = try store.clone(url: src, name: "r", progress: nil)
-        let logger = Logger(label: "gitfs.test")
-        let cache = try Resolver.openCache(home: home)
-        let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
+        let (resolver, view) = try readAheadResolver(mirroring: src, in: work)
         defer { resolver.shutdown() }
-        let view = try resolver.repository(named: "r")
         let tree = try #require(ObjectID(hex: try revParse(src, "main:d")))
 
         // A reader started on f04.txt: f05 ... f19 are delivered, f19 first, each with git's bytes.

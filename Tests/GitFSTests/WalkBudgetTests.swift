@@ -1,7 +1,6 @@
 import Foundation
 import Basics
 import GitStore
-import Logging
 @testable import ReadAhead
 @testable import ReadModel
 import Testing
@@ -18,15 +17,8 @@ import TestSupport
         let count = Speculator.walkBudget + 2_000
         let files = (0..<count).map { i in (String(format: "big/f%06d", i), Array("file \(i)\n".utf8)) }
         try fastImportRepo(at: src, commits: [files + [("small/x.txt", Array("small\n".utf8))]], checkout: false)
-        let home = Home(path: work.sub("home"))
-        try FileManager.default.createDirectory(atPath: home.reposPath, withIntermediateDirectories: true)
-        let store = MirrorStore(home: home)
-        _ = try store.clone(url: src, name: "r", progress: nil)
-        let logger = Logger(label: "gitfs.test")
-        let cache = try Resolver.openCache(home: home)
-        let resolver = Resolver(store: store, cache: cache, readAhead: MountReadAhead(cache: cache, logger: logger), logger: logger)
+        let (resolver, view) = try readAheadResolver(mirroring: src, in: work)
         defer { resolver.shutdown() }
-        let view = try resolver.repository(named: "r")
         let big = try #require(ObjectID(hex: try revParse(src, "main:big")))
         let small = try #require(ObjectID(hex: try revParse(src, "main:small")))
         let first = try #require(ObjectID(hex: try revParse(src, "main:big/f000000")))
