@@ -47,6 +47,7 @@ extension MirrorStore {
             // No git command: libgit2, which holds each object whole while it indexes (unbounded memory).
             try libgit2Clone(source, into: tmp, progress: progress)
         }
+        MirrorStore.packRefs(tmp)
         FetchRecord(seq: 0, time: Date().timeIntervalSince1970, changes: []).write(mirror: tmp)
 
         if rename(tmp, final) != 0 {
@@ -58,6 +59,20 @@ extension MirrorStore {
         }
         keepTmp = true // renamed: nothing left to clean up
         return try info(name: name)
+    }
+
+    /// Packs the new mirror's refs into its one `packed-refs` file (`git_refdb_compress`), as `git clone`
+    /// leaves them: `git fetch` into an empty repository writes a file per ref, and a mount re-reads every
+    /// ref (at most every 500 ms), so 1,000 tags were 1,000 files to open each time (a cold `ls tags/` of
+    /// 1,000 tags: 90 ms loose, 21 ms packed). Only on a new mirror before it is renamed into place, where
+    /// nothing else reads its refs. Best effort: loose refs are as correct, only slower to read.
+    static func packRefs(_ path: String) {
+        guard let handle = try? GitHandle.open(path: path, name: "new mirror") else { return }
+        defer { handle.close() }
+        var refdb: OpaquePointer?
+        guard git_repository_refdb(&refdb, handle.repo) == 0, let refdb else { return }
+        _ = git_refdb_compress(refdb)
+        git_refdb_free(refdb)
     }
 
     /// A full mirror of `source` made with libgit2 in the new directory `tmp`.

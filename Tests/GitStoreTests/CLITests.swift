@@ -136,6 +136,12 @@ func refLines(_ gitDir: String) throws -> String {
         try gitfsOK(home: home.path, ["clone", daemon.url("origin.git")])
         let mirror = home.path + "/repos/origin.git"
         #expect(try refLines(mirror) == refLines(origin))
+        // As git clone leaves them: every ref in packed-refs, none as a file of its own.
+        #expect(FileManager.default.fileExists(atPath: mirror + "/packed-refs"))
+        #expect(FileManager.default.enumerator(atPath: mirror + "/refs")?.allObjects.compactMap { entry -> String? in
+            var isDir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: mirror + "/refs/" + (entry as! String), isDirectory: &isDir) && !isDir.boolValue ? entry as? String : nil
+        } == [])
         #expect(try git("--git-dir=\(mirror)", "symbolic-ref", "HEAD", cwd: "/tmp") == "refs/heads/main\n")
         #expect(try git("--git-dir=\(mirror)", "fsck", "--no-dangling", cwd: "/tmp").isEmpty)
         let list = try JSONSerialization.jsonObject(with: Data(gitfsOK(home: home.path, ["list", "--json"]).stdout)) as! [[String: Any]]
